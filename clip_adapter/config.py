@@ -1,0 +1,301 @@
+"""The one place where configuration defaults live.
+
+Key names follow Dassl's ``get_cfg_default()`` and CoOp's ``extend_cfg`` so that CoOp's and
+Dassl's YAML files load unchanged; nodes this project adds (``TRAINER.CLIP_ADAPTER``,
+``FEATURES``, ...) sit beside them. The merge order is fixed:
+defaults <- dataset YAML <- trainer YAML <- CLI flags <- ``KEY VALUE`` opts, then freeze.
+"""
+from __future__ import annotations
+
+import ast
+import os
+from typing import Iterable, Sequence
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from clip_adapter.errors import ConfigError
+from clip_adapter.utils import atomic_write_text
+
+
+def get_cfg_default() -> CN:
+    """Return a fresh, mutable copy of every default (Dassl keys first, then this project's)."""
+    _C = CN()
+    _C.VERSION = 1
+    # Where a run writes log.txt, config.yaml, checkpoints and results.json.
+    _C.OUTPUT_DIR = "./output"
+    # A run folder to resume from (Dassl semantics); --resume sets it.
+    _C.RESUME = ""
+    # Seed for random, numpy and torch. Negative means "do not seed" (Dassl); 0 is a real seed.
+    _C.SEED = 1
+    _C.USE_CUDA = True
+    _C.VERBOSE = True
+
+    # ----------------------------------------------------------------- input
+    _C.INPUT = CN()
+    _C.INPUT.SIZE = (224, 224)
+    _C.INPUT.INTERPOLATION = "bicubic"
+    # Training augmentations in order; test always uses resize + centre crop + normalize.
+    _C.INPUT.TRANSFORMS = ("random_resized_crop", "random_flip", "normalize")
+    _C.INPUT.NO_TRANSFORM = False
+    # CLIP's normalisation statistics (Dassl's ImageNet ones would be wrong for CLIP).
+    _C.INPUT.PIXEL_MEAN = [0.48145466, 0.4578275, 0.40821073]
+    _C.INPUT.PIXEL_STD = [0.26862954, 0.26130258, 0.27577711]
+    _C.INPUT.CROP_PADDING = 4
+    _C.INPUT.RRCROP_SCALE = (0.08, 1.0)
+    _C.INPUT.CUTOUT_N = 1
+    _C.INPUT.CUTOUT_LEN = 16
+    _C.INPUT.GN_MEAN = 0.0
+    _C.INPUT.GN_STD = 0.15
+    _C.INPUT.RANDAUGMENT_N = 2
+    _C.INPUT.RANDAUGMENT_M = 10
+    _C.INPUT.COLORJITTER_B = 0.4
+    _C.INPUT.COLORJITTER_C = 0.4
+    _C.INPUT.COLORJITTER_S = 0.4
+    _C.INPUT.COLORJITTER_H = 0.1
+    _C.INPUT.RGS_P = 0.2
+    _C.INPUT.GB_P = 0.5
+    _C.INPUT.GB_K = 21
+
+    # --------------------------------------------------------------- dataset
+    _C.DATASET = CN()
+    # Folder that holds every dataset in CoOp's layout ($DATA in the scripts).
+    _C.DATASET.ROOT = ""
+    _C.DATASET.NAME = ""
+    _C.DATASET.SOURCE_DOMAINS = ()
+    _C.DATASET.TARGET_DOMAINS = ()
+    _C.DATASET.NUM_LABELED = -1
+    # Shots per class for training (-1: the whole training split).
+    _C.DATASET.NUM_SHOTS = -1
+    _C.DATASET.VAL_PERCENT = 0.1
+    _C.DATASET.STL10_FOLD = -1
+    _C.DATASET.CIFAR_C_TYPE = ""
+    _C.DATASET.CIFAR_C_LEVEL = 1
+    _C.DATASET.ALL_AS_UNLABELED = False
+    # CoOp/CoCoOp: all | base | new (first / second half of the sorted labels).
+    _C.DATASET.SUBSAMPLE_CLASSES = "all"
+    # Download missing files automatically where the licence allows it.
+    _C.DATASET.DOWNLOAD = False
+
+    # ------------------------------------------------------------ dataloader
+    _C.DATALOADER = CN()
+    _C.DATALOADER.NUM_WORKERS = 4
+    _C.DATALOADER.K_TRANSFORMS = 1
+    _C.DATALOADER.RETURN_IMG0 = False
+    _C.DATALOADER.TRAIN_X = CN()
+    _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+    _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+    _C.DATALOADER.TRAIN_X.N_DOMAIN = 0
+    _C.DATALOADER.TRAIN_X.N_INS = 16
+    _C.DATALOADER.TRAIN_U = CN()
+    _C.DATALOADER.TRAIN_U.SAME_AS_X = True
+    _C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"
+    _C.DATALOADER.TRAIN_U.BATCH_SIZE = 32
+    _C.DATALOADER.TRAIN_U.N_DOMAIN = 0
+    _C.DATALOADER.TRAIN_U.N_INS = 16
+    _C.DATALOADER.TEST = CN()
+    _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
+    _C.DATALOADER.TEST.BATCH_SIZE = 100
+
+    # ----------------------------------------------------------------- model
+    _C.MODEL = CN()
+    # A checkpoint of the trainable parts (adapter, prompt context) to start from.
+    _C.MODEL.INIT_WEIGHTS = ""
+    _C.MODEL.BACKBONE = CN()
+    # A name the clip package knows (RN50, ViT-B/16, ...), a path to a weights file, or "tiny".
+    _C.MODEL.BACKBONE.NAME = "RN50"
+    _C.MODEL.BACKBONE.PRETRAINED = True
+    # Where CLIP weights are downloaded/looked up ("" = the clip package's ~/.cache/clip).
+    _C.MODEL.BACKBONE.CACHE_DIR = ""
+    _C.MODEL.HEAD = CN()
+    _C.MODEL.HEAD.NAME = ""
+    _C.MODEL.HEAD.HIDDEN_LAYERS = ()
+    _C.MODEL.HEAD.ACTIVATION = "relu"
+    _C.MODEL.HEAD.BN = True
+    _C.MODEL.HEAD.DROPOUT = 0.0
+
+    # ------------------------------------------------------------- optimiser
+    _C.OPTIM = CN()
+    _C.OPTIM.NAME = "sgd"
+    _C.OPTIM.LR = 0.002
+    _C.OPTIM.WEIGHT_DECAY = 5e-4
+    _C.OPTIM.MOMENTUM = 0.9
+    _C.OPTIM.SGD_DAMPNING = 0
+    _C.OPTIM.SGD_NESTEROV = False
+    _C.OPTIM.RMSPROP_ALPHA = 0.99
+    _C.OPTIM.ADAM_BETA1 = 0.9
+    _C.OPTIM.ADAM_BETA2 = 0.999
+    _C.OPTIM.STAGED_LR = False
+    _C.OPTIM.NEW_LAYERS = ()
+    _C.OPTIM.BASE_LR_MULT = 0.1
+    # single_step | multi_step | cosine
+    _C.OPTIM.LR_SCHEDULER = "cosine"
+    _C.OPTIM.STEPSIZE = (-1,)
+    _C.OPTIM.GAMMA = 0.1
+    _C.OPTIM.MAX_EPOCH = 10
+    # Warm-up epochs (<= 0: none); constant uses WARMUP_CONS_LR, linear ramps from WARMUP_MIN_LR.
+    _C.OPTIM.WARMUP_EPOCH = -1
+    _C.OPTIM.WARMUP_TYPE = "linear"
+    _C.OPTIM.WARMUP_CONS_LR = 1e-5
+    _C.OPTIM.WARMUP_MIN_LR = 1e-5
+    _C.OPTIM.WARMUP_RECOUNT = True
+
+    # ----------------------------------------------------------------- train
+    _C.TRAIN = CN()
+    # Save model.pth.tar-<epoch> every N epochs (0: only at the end).
+    _C.TRAIN.CHECKPOINT_FREQ = 0
+    _C.TRAIN.PRINT_FREQ = 10
+    _C.TRAIN.COUNT_ITER = "train_x"
+
+    # ------------------------------------------------------------------ test
+    _C.TEST = CN()
+    _C.TEST.EVALUATOR = "Classification"
+    _C.TEST.PER_CLASS_RESULT = False
+    _C.TEST.COMPUTE_CMAT = False
+    _C.TEST.NO_TEST = False
+    _C.TEST.SPLIT = "test"
+    # last_step | best_val (chosen on the validation split, never on test).
+    _C.TEST.FINAL_MODEL = "last_step"
+
+    # --------------------------------------------------------------- trainer
+    _C.TRAINER = CN()
+    _C.TRAINER.NAME = "ZeroshotCLIP"
+
+    # CoOp (names and defaults as in CoOp's train.py).
+    _C.TRAINER.COOP = CN()
+    _C.TRAINER.COOP.N_CTX = 16
+    _C.TRAINER.COOP.CSC = False
+    _C.TRAINER.COOP.CTX_INIT = ""
+    _C.TRAINER.COOP.PREC = "fp16"
+    _C.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
+
+    # CoCoOp's node, so CoCoOp config files load too.
+    _C.TRAINER.COCOOP = CN()
+    _C.TRAINER.COCOOP.N_CTX = 16
+    _C.TRAINER.COCOOP.CTX_INIT = ""
+    _C.TRAINER.COCOOP.PREC = "fp16"
+
+    # CLIP-Adapter: residual blend ratio alpha, bottleneck reduction, which branch is adapted.
+    _C.TRAINER.CLIP_ADAPTER = CN()
+    _C.TRAINER.CLIP_ADAPTER.TYPE = "visual"
+    _C.TRAINER.CLIP_ADAPTER.RATIO = 0.2
+    _C.TRAINER.CLIP_ADAPTER.REDUCTION = 4
+    _C.TRAINER.CLIP_ADAPTER.PREC = "fp32"
+
+    # Zero-shot CLIP: "" uses the dataset's hand-crafted template; "ensemble" the ImageNet set.
+    _C.TRAINER.ZEROSHOT = CN()
+    _C.TRAINER.ZEROSHOT.TEMPLATES = ""
+
+    # Frozen-encoder feature cache (see clip_adapter/features.py).
+    _C.FEATURES = CN()
+    # cached: encode each image view once and train on stored features; exact: the paper's loop.
+    _C.FEATURES.MODE = "cached"
+    # Augmented views stored per training image; each epoch draws one of them.
+    _C.FEATURES.TRAIN_VIEWS = 10
+    # Cache folder ("" = <OUTPUT_DIR's first component>/feature_cache, see features.cache_dir).
+    _C.FEATURES.CACHE_DIR = ""
+    _C.FEATURES.BATCH_SIZE = 128
+    return _C
+
+
+def _check_yaml(path: str) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path} (check the path passed to --config-file/--dataset-config-file)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"malformed YAML in {path}{where}: fix the syntax there") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+
+
+def merge_from_file(cfg: CN, path: str) -> None:
+    """Merge one YAML file, naming the file and the key when a key is unknown or mistyped."""
+    _check_yaml(path)
+    try:
+        cfg.merge_from_file(path)
+    except KeyError as exc:
+        raise ConfigError(f"unknown config key in {path}: {_key_from_error(exc)} (see clip_adapter/config.py for the known keys)") from None
+    except ValueError as exc:
+        raise ConfigError(f"bad value in {path}: {exc}") from None
+
+
+def merge_from_list(cfg: CN, opts: Sequence[str], source: str = "command-line opts") -> None:
+    """Merge ``KEY VALUE`` pairs with errors that name the key (yacs' own errors are cryptic)."""
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ConfigError(f"{source}: KEY VALUE pairs expected, got an odd number of items: {opts}")
+    for key, value in zip(opts[0::2], opts[1::2]):
+        node = cfg
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node, CN) or part not in node:
+                raise ConfigError(f"unknown config key in {source}: {key} (see clip_adapter/config.py for the known keys)")
+            node = node[part]
+        if not isinstance(node, CN) or parts[-1] not in node:
+            raise ConfigError(f"unknown config key in {source}: {key} (see clip_adapter/config.py for the known keys)")
+        old = node[parts[-1]]
+        if isinstance(old, float) and isinstance(parse_value(value), int) and not isinstance(parse_value(value), bool):
+            value = str(float(parse_value(value)))  # "RATIO 0" means 0.0, not a type error
+        try:
+            cfg.merge_from_list([key, value])
+        except ValueError as exc:
+            raise ConfigError(
+                f"type mismatch in {source} for {key}: got {value!r}, expected a {type(old).__name__} like {old!r}"
+            ) from exc
+        except AssertionError as exc:  # yacs raises bare assertion errors for some conversions
+            raise ConfigError(f"bad value in {source} for {key}: {value!r} ({exc})") from None
+
+
+def _key_from_error(exc: KeyError) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return text.replace("Non-existent config key: ", "")
+
+
+def parse_value(text: str):
+    """Interpret a command-line value the way yacs does (literal if it parses, else string)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def setup_cfg(
+    dataset_config_file: str = "",
+    config_file: str = "",
+    cli: dict | None = None,
+    opts: Iterable[str] = (),
+    extra_defaults=None,
+) -> CN:
+    """Build the frozen run config: defaults <- dataset YAML <- trainer YAML <- CLI flags <- opts.
+
+    ``cli`` maps config keys to values that the CLI flags set (``--root`` -> ``DATASET.ROOT``);
+    ``None`` values are skipped so an absent flag never overrides a file (and ``--seed 0`` does).
+    """
+    cfg = get_cfg_default()
+    if extra_defaults is not None:
+        extra_defaults(cfg)
+    if dataset_config_file:
+        merge_from_file(cfg, dataset_config_file)
+    if config_file:
+        merge_from_file(cfg, config_file)
+    flat = []
+    for key, value in (cli or {}).items():
+        if value is None:
+            continue
+        flat += [key, str(value) if not isinstance(value, str) else value]
+    if flat:
+        merge_from_list(cfg, flat, source="command-line flags")
+    merge_from_list(cfg, list(opts))
+    cfg.freeze()
+    return cfg
+
+
+def save_cfg(cfg: CN, output_dir: str) -> str:
+    """Write the resolved config into the run folder so every number can be traced to its settings."""
+    path = os.path.join(output_dir, "config.yaml")
+    atomic_write_text(path, cfg.dump())
+    return path

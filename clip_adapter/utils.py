@@ -1,0 +1,74 @@
+"""Small helpers shared by every layer: atomic writes, seeding, device choice."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _atomic_replace(path: str, write) -> None:
+    """Write through ``write(fileobj)`` into a temporary sibling, then rename over ``path``.
+
+    A crash never leaves a half-written file under the final name, which is what lets a run
+    folder's ``results.json`` mean "this run finished".
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    _atomic_replace(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    _atomic_replace(path, lambda f: torch.save(obj, f))
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed every generator a run touches; negative means unseeded (Dassl's convention)."""
+    if seed < 0:
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def select_device(use_cuda: bool = True) -> torch.device:
+    """CUDA when allowed and present, else Apple's MPS when present, else CPU."""
+    if use_cuda and torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if use_cuda and mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """fp16/amp only make sense on CUDA; elsewhere fall back to fp32 instead of crashing like CoOp."""
+    requested = requested.lower()
+    if requested not in ("fp16", "fp32", "amp"):
+        raise ValueError(f"precision must be fp16, fp32 or amp, got {requested!r}")
+    if device.type != "cuda":
+        return "fp32"
+    return requested

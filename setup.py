@@ -1,0 +1,39 @@
+"""Distribution ``clip-adapter``: the library ``clip_adapter`` with trainers/ and datasets/ mapped inside it.
+
+``setuptools<81`` is a runtime requirement on purpose: the openai ``clip`` package imports
+``pkg_resources``, which setuptools 81 removed.
+"""
+from setuptools import setup
+
+setup(
+    name="clip-adapter",
+    version="0.1.0",
+    description="CLIP-Adapter and its baselines for few-shot adaptation of CLIP, CoOp/Dassl compatible",
+    python_requires=">=3.9",
+    packages=[
+        "clip_adapter",
+        "clip_adapter.data",
+        "clip_adapter.engine",
+        "clip_adapter.models",
+        "clip_adapter.trainers",
+        "clip_adapter.datasets",
+    ],
+    package_dir={"clip_adapter.trainers": "trainers", "clip_adapter.datasets": "datasets"},
+    package_data={"clip_adapter.datasets": ["*.json"], "clip_adapter": ["*.json"]},
+    install_requires=[
+        "torch",
+        "torchvision",
+        "yacs",
+        "pyyaml",
+        "clip-anytorch==2.6.0",
+        "setuptools<81",
+        "gdown",
+        "tabulate",
+        "tqdm",
+        "Pillow",
+        "numpy",
+        "filelock",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.cli:main"]},
+)

@@ -1,0 +1,8 @@
+#!/usr/bin/env python
+"""CoOp-style entry point: ``python train.py --root DATA --trainer CLIP_Adapter ...`` (see clip_adapter/cli.py)."""
+import sys
+
+from clip_adapter.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
