@@ -1,0 +1,58 @@
+"""Shared fixtures: every test runs offline on the tiny random CLIP and the generated smoke data."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_DS = str(REPO / "configs" / "datasets" / "smoke.yaml")
+
+
+def trainer_cfg(trainer: str, name: str = "tiny") -> str:
+    return str(REPO / "configs" / "trainers" / trainer / f"{name}.yaml")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+    """Tiny CLIP weights in a per-session folder, never the user's ~/.cache."""
+    weights = tmp_path_factory.mktemp("clip_weights")
+    old = os.environ.get("CLIP_ADAPTER_WEIGHTS")
+    os.environ["CLIP_ADAPTER_WEIGHTS"] = str(weights)
+    os.environ.pop("CLIP_ADAPTER_FEATURE_CACHE", None)
+    yield
+    if old is None:
+        os.environ.pop("CLIP_ADAPTER_WEIGHTS", None)
+    else:
+        os.environ["CLIP_ADAPTER_WEIGHTS"] = old
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> str:
+    """One generated smoke dataset shared by the session (generation is deterministic)."""
+    root = tmp_path_factory.mktemp("data")
+    return str(root)
+
+
+@pytest.fixture
+def run_train(data_root):
+    """Call the real CLI in-process: run_train(out_dir, trainer, *opts, cfg="tiny", extra=[...])."""
+    from clip_adapter.cli import main
+
+    def _run(output_dir, trainer="ZeroshotCLIP", *opts, cfg="tiny", seed=1, shots=16, extra=(), dataset=SMOKE_DS, root=None):
+        argv = [
+            "--root", root or data_root,
+            "--seed", str(seed),
+            "--trainer", trainer,
+            "--dataset-config-file", dataset,
+            "--config-file", trainer_cfg(trainer, cfg),
+            "--output-dir", str(output_dir),
+            *extra,
+            "DATASET.NUM_SHOTS", str(shots),
+            *opts,
+        ]
+        return main(argv)
+
+    return _run

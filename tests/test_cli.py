@@ -1,0 +1,109 @@
+"""The CLI in-process: bad input gives one line and exit 2 with nothing written; finished runs are skipped."""
+import json
+import os
+
+import pytest
+
+from clip_adapter.cli import main
+from conftest import SMOKE_DS, trainer_cfg
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def base_args(data_root, out, trainer="ZeroshotCLIP"):
+    return ["--root", data_root, "--seed", "1", "--trainer", trainer, "--dataset-config-file", SMOKE_DS,
+            "--config-file", trainer_cfg("ZeroshotCLIP"), "--output-dir", str(out)]
+
+
+def test_zero_shot_run_writes_results_config_and_coop_log_lines(tmp_path, data_root):
+    out = tmp_path / "run"
+    assert main(base_args(data_root, out) + ["DATASET.NUM_SHOTS", "4"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["trainer"] == "ZeroshotCLIP" and res["dataset"] == "Smoke" and res["seed"] == 1
+    assert res["total"] == 100 and 0 <= res["accuracy"] <= 100 and res["offline_check"] is True
+    log = (out / "log.txt").read_text()
+    assert f"* accuracy: {res['accuracy']:.2f}%" in log
+    cfg = (out / "config.yaml").read_text()
+    assert "NAME: ZeroshotCLIP" in cfg and "NUM_SHOTS: 4" in cfg
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        (["--trainer", "ZeroShotClip"], "unknown trainer 'ZeroShotClip'"),
+        (["DATASET.NAME", "Caltech10"], "unknown dataset 'Caltech10'"),
+        (["OPTIM.NOPE", "1"], "unknown config key in command-line opts: OPTIM.NOPE"),
+        (["OPTIM.MAX_EPOCH", "ten"], "type mismatch in command-line opts for OPTIM.MAX_EPOCH"),
+        (["--config-file", "/nonexistent/cfg.yaml"], "config file not found: /nonexistent/cfg.yaml"),
+    ],
+)
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, data_root, capsys, override, needle):
+    out = tmp_path / "run"
+    args = base_args(data_root, out)
+    flags = [o for o in override if o.startswith("--")]
+    if flags:
+        i = args.index(flags[0])
+        args[i + 1] = override[1]
+        argv = args
+    else:
+        argv = args + override
+    assert main(argv) == 2
+    assert needle in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_malformed_yaml(tmp_path, data_root, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("OPTIM: [unclosed\n")
+    args = base_args(data_root, tmp_path / "run")
+    args[args.index("--config-file") + 1] = str(bad)
+    assert main(args) == 2
+    assert "malformed YAML in" in one_line_error(capsys)
+
+
+def test_eval_only_without_checkpoint(tmp_path, data_root, capsys):
+    import clip_adapter.trainers  # noqa: F401
+    from clip_adapter.registry import TRAINERS
+
+    trainable = [n for n in TRAINERS.names() if TRAINERS.get(n).needs_training]
+    if not trainable:
+        pytest.skip("no trainable trainer registered yet")
+    name = trainable[0]
+    out = tmp_path / "eval"
+    argv = ["--root", data_root, "--trainer", name, "--dataset-config-file", SMOKE_DS, "--config-file", trainer_cfg(name),
+            "--output-dir", str(out), "--eval-only", "--model-dir", str(tmp_path / "empty")]
+    assert main(argv) == 2
+    assert "has no checkpoint" in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_finished_run_is_skipped(tmp_path, data_root, capsys):
+    out = tmp_path / "run"
+    assert main(base_args(data_root, out)) == 0
+    before = (out / "results.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(base_args(data_root, out)) == 0
+    assert "Finished run found" in capsys.readouterr().out
+    assert (out / "results.json").stat().st_mtime_ns == before
+
+
+def test_unfinished_run_without_checkpoint_restarts(tmp_path, data_root, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.txt").write_text("crashed before any checkpoint\n")
+    assert main(base_args(data_root, out)) == 0
+    assert "no checkpoint, restarting" in capsys.readouterr().out
+    assert (out / "results.json").exists()
+
+
+def test_seed_zero_is_a_real_seed(tmp_path, data_root):
+    out = tmp_path / "run"
+    args = base_args(data_root, out)
+    args[args.index("--seed") + 1] = "0"
+    assert main(args + ["DATASET.NUM_SHOTS", "2"]) == 0
+    assert json.loads((out / "results.json").read_text())["seed"] == 0
+    assert os.path.isfile(os.path.join(data_root, "smoke", "split_fewshot", "shot_2-seed_0.json"))

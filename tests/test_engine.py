@@ -1,0 +1,54 @@
+"""Engine pieces that need no model: learning-rate schedule, precision choice, metrics, atomic writes."""
+import os
+
+import pytest
+import torch
+
+from clip_adapter.config import setup_cfg
+from clip_adapter.engine.evaluator import classification_metrics
+from clip_adapter.engine.optim import lr_at_epoch
+from clip_adapter.utils import atomic_write_json, resolve_precision
+
+
+def test_cosine_with_constant_warmup_matches_torch_after_warmup():
+    cfg = setup_cfg(opts=["OPTIM.LR", "0.002", "OPTIM.MAX_EPOCH", "10", "OPTIM.LR_SCHEDULER", "cosine",
+                          "OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "constant", "OPTIM.WARMUP_CONS_LR", "1e-5"])
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.002)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    expected = [1e-5]  # warm-up epoch, then the cosine restarts its count (Dassl's WARMUP_RECOUNT)
+    for _ in range(9):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    got = [lr_at_epoch(e, cfg.OPTIM) for e in range(10)]
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_single_step_and_linear_warmup():
+    cfg = setup_cfg(opts=["OPTIM.LR", "1.0", "OPTIM.LR_SCHEDULER", "single_step", "OPTIM.STEPSIZE", "(2,)", "OPTIM.GAMMA", "0.1",
+                          "OPTIM.WARMUP_EPOCH", "2", "OPTIM.WARMUP_TYPE", "linear", "OPTIM.WARMUP_MIN_LR", "0.01"])
+    assert [lr_at_epoch(e, cfg.OPTIM) for e in range(6)] == pytest.approx([0.01, 0.5, 1.0, 1.0, 0.1, 0.1])
+
+
+def test_fp16_falls_back_to_fp32_off_cuda():
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp32"
+    assert resolve_precision("amp", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp16", torch.device("cuda")) == "fp16"
+
+
+def test_metrics():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 1])
+    m = classification_metrics(logits, labels, ["a", "b"], per_class=True)
+    assert m["accuracy"] == 50.0 and m["correct"] == 2
+    # class a: tp=1 fp=2 fn=0 -> f1 0.5; class b: tp=1 fp=0 fn=2 -> f1 0.5
+    assert m["macro_f1"] == pytest.approx(50.0)
+    assert m["per_class_accuracy"] == {"a": 100.0, "b": pytest.approx(100 / 3)}
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "r.json"
+    with pytest.raises(TypeError):
+        atomic_write_json(str(target), {"x": object()})
+    assert not target.exists() and os.listdir(tmp_path) == []
