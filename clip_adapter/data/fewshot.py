@@ -1,0 +1,84 @@
+"""Few-shot subsets with CoOp's exact procedure, cached as JSON (never pickle).
+
+CoOp walks the labels in order of first appearance and draws ``random.sample(items, K)`` from
+the global ``random`` module (seeded once by the run), first for train with K shots, then for
+val with ``min(K, 4)``. Reproducing that order is what makes "seed 1" select CoOp's images.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from collections import OrderedDict
+from typing import Dict, List, Sequence
+
+from clip_adapter.data.datum import Datum
+from clip_adapter.errors import DatasetError
+from clip_adapter.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def group_by_label(items: Sequence[Datum]) -> "OrderedDict[int, List[Datum]]":
+    groups: "OrderedDict[int, List[Datum]]" = OrderedDict()
+    for item in items:
+        groups.setdefault(item.label, []).append(item)
+    return groups
+
+
+def sample_fewshot(items: Sequence[Datum], num_shots: int, repeat: bool = False, rng=random) -> List[Datum]:
+    """K items per label; a class with fewer than K keeps all of them (as CoOp), and says so."""
+    if num_shots < 1:
+        return list(items)
+    out: List[Datum] = []
+    for label, group in group_by_label(items).items():
+        if len(group) >= num_shots:
+            out.extend(rng.sample(group, num_shots))
+        elif repeat:
+            out.extend(rng.choices(group, k=num_shots))
+        else:
+            log.info("class %d (%s) has %d images < %d shots: using all of them", label, group[0].classname, len(group), num_shots)
+            out.extend(group)
+    return out
+
+
+def fewshot_path(split_fewshot_dir: str, num_shots: int, seed: int) -> str:
+    return os.path.join(split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.json")
+
+
+def load_or_sample_fewshot(
+    train: List[Datum], val: List[Datum], num_shots: int, seed: int, split_fewshot_dir: str, path_prefix: str
+) -> Dict[str, List[Datum]]:
+    """Return the (train, val) subset for (K, seed), reusing the JSON file when it exists."""
+    from clip_adapter.data.splits import to_relative
+
+    path = fewshot_path(split_fewshot_dir, num_shots, seed)
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = json.load(f)
+            subset = {
+                name: [Datum(os.path.join(path_prefix, p), int(lab), cname) for p, lab, cname in raw[name]]
+                for name in ("train", "val")
+            }
+        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            raise DatasetError(f"few-shot file {path} is unreadable ({exc}); delete it to resample") from None
+        known = {d.impath for d in train} | {d.impath for d in val}
+        stale = [d.impath for d in subset["train"] + subset["val"] if d.impath not in known]
+        if stale:
+            raise DatasetError(
+                f"few-shot file {path} lists {len(stale)} image(s) not in the current split (e.g. {stale[0]}); "
+                "it is stale: delete it to resample"
+            )
+        log.info("Loading preprocessed few-shot data from %s", path)
+        return subset
+    subset = {
+        "train": sample_fewshot(train, num_shots),
+        "val": sample_fewshot(val, min(num_shots, 4)),
+    }
+    log.info("Saving preprocessed few-shot data to %s", path)
+    atomic_write_json(
+        path, {name: [[to_relative(d.impath, path_prefix), d.label, d.classname] for d in items] for name, items in subset.items()}
+    )
+    return subset

@@ -1,0 +1,74 @@
+"""CoOp's split files: ``{"train"|"val"|"test": [[relative_path, label, classname], ...]}``.
+
+Paths are stored relative to the dataset's image folder so that one file works on every machine;
+the same reader serves every dataset.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List
+
+from clip_adapter.data.datum import Datum
+from clip_adapter.errors import DatasetError
+from clip_adapter.utils import atomic_write_json
+
+SPLIT_NAMES = ("train", "val", "test")
+DOCTOR_HINT = "run `python -m clip_adapter.data.doctor` to diagnose"
+
+
+def read_split(filepath: str, path_prefix: str, check_exists: bool = True) -> Dict[str, List[Datum]]:
+    """Read a split file; every malformed entry or missing image is reported with the file's name."""
+    if not os.path.isfile(filepath):
+        raise DatasetError(f"split file not found: {filepath}")
+    try:
+        with open(filepath, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"split file {filepath} is not valid JSON ({exc}); delete it to rebuild it, or fetch CoOp's copy") from None
+    if not isinstance(raw, dict) or any(k not in raw for k in SPLIT_NAMES):
+        raise DatasetError(
+            f"split file {filepath} has the wrong format: expected a JSON object with keys train, val, test "
+            "holding [relative_path, label, classname] lists (CoOp's split_zhou_*.json layout)"
+        )
+    out: Dict[str, List[Datum]] = {}
+    for name in SPLIT_NAMES:
+        items = []
+        for i, entry in enumerate(raw[name]):
+            if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
+                raise DatasetError(
+                    f"split file {filepath}: entry {i} of {name!r} is {entry!r}, expected [relative_path, label, classname]"
+                )
+            impath, label, classname = entry
+            try:
+                label = int(label)
+            except (TypeError, ValueError):
+                raise DatasetError(f"split file {filepath}: entry {i} of {name!r} has a non-integer label {label!r}") from None
+            items.append(Datum(impath=os.path.join(path_prefix, impath), label=label, classname=str(classname)))
+        out[name] = items
+    if check_exists:
+        check_images_exist(filepath, out)
+    return out
+
+
+def check_images_exist(source: str, splits: Dict[str, List[Datum]]) -> None:
+    missing = [d.impath for items in splits.values() for d in items if not os.path.exists(d.impath)]
+    if missing:
+        first = ", ".join(missing[:3])
+        raise DatasetError(
+            f"{source} references {len(missing)} missing image(s), e.g. {first}; check DATASET.ROOT or {DOCTOR_HINT}"
+        )
+
+
+def to_relative(impath: str, path_prefix: str) -> str:
+    rel = os.path.relpath(impath, path_prefix)
+    return rel.replace(os.sep, "/")
+
+
+def write_split(splits: Dict[str, List[Datum]], filepath: str, path_prefix: str) -> None:
+    """Write a split file atomically in CoOp's layout (paths relative to ``path_prefix``)."""
+    payload = {
+        name: [[to_relative(d.impath, path_prefix), d.label, d.classname] for d in splits.get(name, [])]
+        for name in SPLIT_NAMES
+    }
+    atomic_write_json(filepath, payload)
