@@ -115,6 +115,7 @@ def results_payload(cfg, args, trainer, metrics: dict, val_metrics: Optional[dic
         "eval_only": bool(args.eval_only),
         "model_dir": args.model_dir or "",
         "features_mode": cfg.FEATURES.MODE,
+        "preset": cfg.INPUT.PRESET,
         "transform": getattr(trainer, "spec_test", ""),
         "offline_check": cfg.DATASET.NAME.startswith("Smoke") or cfg.MODEL.BACKBONE.NAME == "tiny",
         "opts": list(args.opts or []),

@@ -35,6 +35,10 @@ def get_cfg_default() -> CN:
     _C.INPUT = CN()
     _C.INPUT.SIZE = (224, 224)
     _C.INPUT.INTERPOLATION = "bicubic"
+    # Test-time resizing (and the resize before a non-RRC training crop):
+    #   clip: short side to max(SIZE), centre crop SIZE (CLIP's own evaluation; Dassl 0.6.3's test transform)
+    #   coop: both sides to SIZE, no crop (the CoOp-style resize the CLIP-Adapter paper's main tables used)
+    _C.INPUT.PRESET = "clip"
     # Training augmentations in order; test always uses resize + centre crop + normalize.
     _C.INPUT.TRANSFORMS = ("random_resized_crop", "random_flip", "normalize")
     _C.INPUT.NO_TRANSFORM = False
