@@ -33,6 +33,7 @@ setup(
         "Pillow",
         "numpy",
         "filelock",
+        "scipy",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.cli:main"]},

@@ -80,6 +80,9 @@ def get_cfg_default() -> CN:
     _C.DATASET.SUBSAMPLE_CLASSES = "all"
     # Download missing files automatically where the licence allows it.
     _C.DATASET.DOWNLOAD = False
+    # Decode every image of the run's splits once and leave out unreadable ones (logged with a
+    # count) instead of stopping at the first with an error naming it.
+    _C.DATASET.SKIP_BAD_IMAGES = False
 
     # ------------------------------------------------------------ dataloader
     _C.DATALOADER = CN()
@@ -185,6 +188,21 @@ def get_cfg_default() -> CN:
     _C.TRAINER.CLIP_ADAPTER.RATIO = 0.2
     _C.TRAINER.CLIP_ADAPTER.REDUCTION = 4
     _C.TRAINER.CLIP_ADAPTER.PREC = "fp32"
+    # Text classifier prompts: "" = the dataset's hand-crafted template, "ensemble" = ImageNet's set.
+    _C.TRAINER.CLIP_ADAPTER.TEMPLATES = ""
+    # Per-dataset alpha: used when RATIO < 0, looked up by DATASET.NAME (key DEFAULT for the rest).
+    # The backbone YAMLs hold the table and its sources (configs/trainers/CLIP_Adapter/).
+    _C.TRAINER.CLIP_ADAPTER.RATIO_TABLE = CN(new_allowed=True)
+    # Non-empty: train one adapter per alpha here, keep the best on the *validation* split.
+    _C.TRAINER.CLIP_ADAPTER.SEARCH_RATIOS = ()
+
+    # Linear probe (CoOp's lpclip protocol): L2 logistic regression on raw frozen image features.
+    _C.TRAINER.LINEAR_PROBE = CN()
+    # Coarse grid of C (inverse regularisation strength), scored on the validation split.
+    _C.TRAINER.LINEAR_PROBE.C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
+    # Then this many log-space bisection steps around the best coarse value (0: grid only).
+    _C.TRAINER.LINEAR_PROBE.SEARCH_STEPS = 8
+    _C.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
 
     # Zero-shot CLIP: "" uses the dataset's hand-crafted template; "ensemble" the ImageNet set.
     _C.TRAINER.ZEROSHOT = CN()

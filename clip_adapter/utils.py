@@ -5,10 +5,12 @@ import json
 import os
 import random
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used, so JSON-only tools (results) start fast
+    import torch
 
 
 def _atomic_replace(path: str, write) -> None:
@@ -40,7 +42,13 @@ def atomic_write_json(path: str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    _atomic_replace(path, lambda f: f.write(data))
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
+    import torch
+
     _atomic_replace(path, lambda f: torch.save(obj, f))
 
 
@@ -48,6 +56,8 @@ def set_random_seed(seed: int) -> None:
     """Seed every generator a run touches; negative means unseeded (Dassl's convention)."""
     if seed < 0:
         return
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -56,6 +66,8 @@ def set_random_seed(seed: int) -> None:
 
 def select_device(use_cuda: bool = True) -> torch.device:
     """CUDA when allowed and present, else Apple's MPS when present, else CPU."""
+    import torch
+
     if use_cuda and torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)

@@ -10,9 +10,10 @@ import logging
 import os
 from typing import Dict, List, Optional
 
+from clip_adapter.data.build import drop_unreadable
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import load_or_sample_fewshot
-from clip_adapter.data.splits import DOCTOR_HINT, read_split, write_split
+from clip_adapter.data.splits import check_images_exist, read_split, write_split
 from clip_adapter.data.subsample import subsample_classes
 from clip_adapter.data.templates import get_templates
 from clip_adapter.errors import DatasetError
@@ -32,8 +33,17 @@ class DatasetBase:
     # Key into the templates.json next to the subclass's module; defaults to the class name.
     template_key: str = ""
     test_only: bool = False
+    # ImageNet (as in CoOp): no val split of its own; the test set (ImageNet's val) serves as val,
+    # and few-shot sampling draws train only.
+    val_is_test: bool = False
     # Printed when the folder is missing: how to get the data.
     download_hint: str = ""
+    # What `download()` fetches (clip_adapter.data.download.Resource entries) and, for data that
+    # must be fetched by hand (licence, dead links), the instructions printed instead.
+    resources: tuple = ()
+    manual_download: str = ""
+    # Paths (under the dataset folder) the manual steps must provide; default: the image folder.
+    manual_paths: tuple = ()
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -48,15 +58,22 @@ class DatasetBase:
         self.prepare()
         splits = self.load_splits()
         train, val, test = splits["train"], splits["val"], splits["test"]
+        if self.val_is_test:
+            val = test
 
         num_shots = int(cfg.DATASET.NUM_SHOTS)
         if num_shots >= 1 and not self.test_only:
-            subset = load_or_sample_fewshot(train, val, num_shots, int(cfg.SEED), self.split_fewshot_dir, self.image_dir)
-            train, val = subset["train"], subset["val"]
+            subset = load_or_sample_fewshot(
+                train, None if self.val_is_test else val, num_shots, int(cfg.SEED), self.split_fewshot_dir, self.image_dir
+            )
+            train = subset["train"]
+            val = test if self.val_is_test else subset["val"]
         if self.test_only:
             train, val, test = subsample_classes(test, test, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         else:
             train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
+        if getattr(cfg.DATASET, "SKIP_BAD_IMAGES", False):
+            train, val, test = drop_unreadable(train, val, test)
         self.train_x: List[Datum] = train
         self.val: List[Datum] = val
         self.test: List[Datum] = test
@@ -64,18 +81,28 @@ class DatasetBase:
 
     # -------------------------------------------------------------- hooks
     def prepare(self) -> None:
-        """Make sure the files are there (download when asked), else fail naming the path."""
-        if not os.path.isdir(self.dataset_dir):
-            if getattr(self.cfg.DATASET, "DOWNLOAD", False) and hasattr(self, "download"):
-                self.download()
-            else:
+        """Make sure the files are there (downloading first when DATASET.DOWNLOAD), else fail naming the path."""
+        if getattr(self.cfg.DATASET, "DOWNLOAD", False):
+            self.download()
+        for folder in (self.dataset_dir, self.image_dir):
+            if not os.path.isdir(folder):
                 hint = self.download_hint or f"python -m clip_adapter.data.download {type(self).__name__} --root {self.root}"
-                raise DatasetError(f"dataset folder not found: {self.dataset_dir}; get it with: {hint} (or {DOCTOR_HINT})")
+                raise DatasetError(
+                    f"dataset folder not found: {folder}; get it with: {hint} (or set DATASET.DOWNLOAD True), "
+                    f"or point --root at the folder that holds {type(self).dataset_dir}/"
+                )
+
+    def download(self) -> None:
+        """Fetch what ``resources`` lists (idempotent: present parts are skipped; partial files resume)."""
+        from clip_adapter.data.download import download_dataset
+
+        download_dataset(type(self), self.root)
 
     def load_splits(self) -> Dict[str, List[Datum]]:
         if self.split_path and os.path.isfile(self.split_path):
             return read_split(self.split_path, self.image_dir)
         splits = self.build_split()
+        check_images_exist(f"the {type(self).__name__} annotations", splits)
         if self.split_path:
             write_split(splits, self.split_path, self.image_dir)
             log.info("Saved split to %s", self.split_path)

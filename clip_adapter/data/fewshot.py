@@ -11,7 +11,7 @@ import logging
 import os
 import random
 from collections import OrderedDict
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from clip_adapter.data.datum import Datum
 from clip_adapter.errors import DatasetError
@@ -32,14 +32,20 @@ def sample_fewshot(items: Sequence[Datum], num_shots: int, repeat: bool = False,
     if num_shots < 1:
         return list(items)
     out: List[Datum] = []
+    short = []
     for label, group in group_by_label(items).items():
         if len(group) >= num_shots:
             out.extend(rng.sample(group, num_shots))
         elif repeat:
             out.extend(rng.choices(group, k=num_shots))
         else:
-            log.info("class %d (%s) has %d images < %d shots: using all of them", label, group[0].classname, len(group), num_shots)
+            short.append(f"{group[0].classname or label} ({len(group)})")
             out.extend(group)
+    if short:
+        log.warning(
+            "%d class(es) have fewer than %d images, so all of theirs are used (as CoOp does): %s",
+            len(short), num_shots, ", ".join(short[:10]) + (" ..." if len(short) > 10 else ""),
+        )
     return out
 
 
@@ -48,11 +54,15 @@ def fewshot_path(split_fewshot_dir: str, num_shots: int, seed: int) -> str:
 
 
 def load_or_sample_fewshot(
-    train: List[Datum], val: List[Datum], num_shots: int, seed: int, split_fewshot_dir: str, path_prefix: str
+    train: List[Datum], val: Optional[List[Datum]], num_shots: int, seed: int, split_fewshot_dir: str, path_prefix: str
 ) -> Dict[str, List[Datum]]:
-    """Return the (train, val) subset for (K, seed), reusing the JSON file when it exists."""
+    """Return the (train, val) subset for (K, seed), reusing the JSON file when it exists.
+
+    ``val=None`` (ImageNet, whose val is its test set) samples and stores train only, as CoOp does.
+    """
     from clip_adapter.data.splits import to_relative
 
+    names = ("train", "val") if val is not None else ("train",)
     path = fewshot_path(split_fewshot_dir, num_shots, seed)
     if os.path.isfile(path):
         try:
@@ -60,12 +70,12 @@ def load_or_sample_fewshot(
                 raw = json.load(f)
             subset = {
                 name: [Datum(os.path.join(path_prefix, p), int(lab), cname) for p, lab, cname in raw[name]]
-                for name in ("train", "val")
+                for name in names
             }
         except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
             raise DatasetError(f"few-shot file {path} is unreadable ({exc}); delete it to resample") from None
-        known = {d.impath for d in train} | {d.impath for d in val}
-        stale = [d.impath for d in subset["train"] + subset["val"] if d.impath not in known]
+        known = {d.impath for d in train} | {d.impath for d in (val or [])}
+        stale = [d.impath for name in names for d in subset[name] if d.impath not in known]
         if stale:
             raise DatasetError(
                 f"few-shot file {path} lists {len(stale)} image(s) not in the current split (e.g. {stale[0]}); "
@@ -73,10 +83,10 @@ def load_or_sample_fewshot(
             )
         log.info("Loading preprocessed few-shot data from %s", path)
         return subset
-    subset = {
-        "train": sample_fewshot(train, num_shots),
-        "val": sample_fewshot(val, min(num_shots, 4)),
-    }
+    log.info("Creating a %d-shot dataset", num_shots)
+    subset = {"train": sample_fewshot(train, num_shots)}
+    if val is not None:
+        subset["val"] = sample_fewshot(val, min(num_shots, 4))
     log.info("Saving preprocessed few-shot data to %s", path)
     atomic_write_json(
         path, {name: [[to_relative(d.impath, path_prefix), d.label, d.classname] for d in items] for name, items in subset.items()}

@@ -1,0 +1,26 @@
+"""ImageNet-A (natural adversarial examples), test only: ``imagenet-adversarial/imagenet-a/<wnid>/``, 200 of ImageNet's classes.
+
+Labels are 0..199 in sorted folder order with ImageNet's class names, as in CoOp;
+``imagenet_labels[i]`` is label i's index among ImageNet's 1000 classes, for heads trained on ImageNet.
+"""
+from __future__ import annotations
+
+from clip_adapter.data.build import wnid_test_split
+from clip_adapter.data.dataset_base import DatasetBase
+from clip_adapter.data.download import IMAGENET_CLASSNAMES, Resource
+from clip_adapter.registry import DATASETS
+
+
+@DATASETS.register()
+class ImageNetA(DatasetBase):
+    dataset_dir = "imagenet-adversarial"
+    image_dir = "imagenet-a"
+    test_only = True
+    resources = (
+        Resource("https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar", "imagenet-a.tar", members=(("imagenet-a", "imagenet-a"),)),
+        IMAGENET_CLASSNAMES,
+    )
+
+    def build_split(self):
+        splits, self.imagenet_labels = wnid_test_split(self.image_dir, self.dataset_dir, self.root)
+        return splits
