@@ -29,10 +29,12 @@ setup(
         "setuptools<81",
         "gdown",
         "tabulate",
+        "matplotlib",
         "tqdm",
         "Pillow",
         "numpy",
         "filelock",
+        "scikit-learn",  # LinearProbeCLIP: logistic regression (CoOp's linear-probe protocol)
         "scipy",
     ],
     extras_require={"test": ["pytest"]},

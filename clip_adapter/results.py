@@ -1,0 +1,716 @@
+"""Tables and plots from a tree of run folders: every ``results.json`` under a folder, nothing else.
+
+``python -m clip_adapter.results OUTPUT_DIR [--format github|latex|csv|...] [--plot curves.png] [--published]``
+
+The numbers come from ``results.json`` only (never from log scraping; ``log.txt`` keeps CoOp's lines
+for people who use CoOp's parser), so a crashed run, which has no ``results.json``, can never be
+counted. Conventions, as in CoOp's ``parse_test_res.py``: a cell is the mean and the population
+standard deviation (ddof 0) over seeds; the Average column is the mean of the per-dataset means and
+exists only when every dataset of the table has a result (a missing run is shown as ``missing``,
+never averaged in). Base-to-novel: HM is the harmonic mean of the seed-averaged base and new
+accuracies, and the Average row is the HM of the averaged base and new, as CoCoOp reports it.
+
+This module imports nothing from the engine or the trainers: it reads JSON and it is quick to
+start, which is why the scripts also use :func:`variant_suffix` from here to name run folders.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import sys
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from tabulate import tabulate, tabulate_formats
+
+from clip_adapter.errors import UserError
+from clip_adapter.utils import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.json"
+PUBLISHED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "published.json")
+EXPECTED_SEEDS = 3
+
+# Keys the scripts set from their own arguments: never part of a run's variant, and refused as
+# extra opts (pass them as the script's argument instead).
+SCRIPT_KEYS = (
+    "DATASET.NUM_SHOTS",
+    "DATASET.SUBSAMPLE_CLASSES",
+    "DATASET.ROOT",
+    "SEED",
+    "OUTPUT_DIR",
+    "RESUME",
+    "TRAINER.NAME",
+)
+# Keys that do not change a run's numbers, so they do not make a new variant (folder, table row).
+NEUTRAL_KEYS = (
+    "FEATURES.CACHE_DIR",
+    "FEATURES.BATCH_SIZE",
+    "DATALOADER.NUM_WORKERS",
+    "DATALOADER.TEST.BATCH_SIZE",
+    "MODEL.BACKBONE.CACHE_DIR",
+    "DATASET.DOWNLOAD",
+    "TRAIN.PRINT_FREQ",
+    "TRAIN.CHECKPOINT_FREQ",
+    "VERBOSE",
+)
+# Short names in folder names, CoOp style (``nctx16_cscFalse_ctpend``); other keys use their last part.
+SHORT_NAMES = {
+    "TRAINER.COOP.N_CTX": "nctx",
+    "TRAINER.COOP.CSC": "csc",
+    "TRAINER.COOP.CLASS_TOKEN_POSITION": "ctp",
+    "TRAINER.COOP.CTX_INIT": "ctxinit",
+    "TRAINER.CLIP_ADAPTER.RATIO": "ratio",
+    "TRAINER.CLIP_ADAPTER.REDUCTION": "red",
+    "TRAINER.CLIP_ADAPTER.TYPE": "type",
+    "OPTIM.MAX_EPOCH": "ep",
+    "OPTIM.LR": "lr",
+    "DATALOADER.TRAIN_X.BATCH_SIZE": "bs",
+}
+MAX_SUFFIX = 64
+# The CoOp benchmark's usual column order; other datasets follow alphabetically.
+DATASET_ORDER = [
+    "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101",
+    "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT", "UCF101",
+]
+METHOD_ORDER = ["ZeroshotCLIP", "ZeroshotCLIP2", "LinearProbeCLIP", "CoOp", "CLIP_Adapter"]
+
+
+# ------------------------------------------------------------------ variants
+def _pairs(opts: Sequence[str], source: str) -> "OrderedDict[str, str]":
+    opts = [str(o) for o in opts]
+    if len(opts) % 2:
+        raise UserError(f"{source}: KEY VALUE pairs expected, got an odd number of items: {' '.join(opts)}")
+    pairs: "OrderedDict[str, str]" = OrderedDict()
+    for key, value in zip(opts[0::2], opts[1::2]):
+        pairs.pop(key, None)
+        pairs[key] = value  # the last one wins, as in the config merge
+    return pairs
+
+
+def variant_pairs(opts: Sequence[str], forbid_script_keys: bool = False, source: str = "extra opts") -> List[Tuple[str, str]]:
+    """The ``KEY VALUE`` overrides that define a variant of a configuration, in a fixed order."""
+    pairs = _pairs(opts, source)
+    out = []
+    for key, value in pairs.items():
+        if key in SCRIPT_KEYS:
+            if forbid_script_keys:
+                raise UserError(f"{source}: {key} is set by the script from its arguments; pass it there, not as an extra opt")
+            continue
+        if key in NEUTRAL_KEYS:
+            continue
+        out.append((key, value))
+    order = list(SHORT_NAMES)  # CoOp's order first (nctx, csc, ctp), then the others by key
+    return sorted(out, key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+
+
+def variant_suffix(opts: Sequence[str], forbid_script_keys: bool = False) -> str:
+    """A short, stable name for extra opts: ``nctx16_cscFalse_ctpend``; a hash when that is ambiguous or long.
+
+    The same opts (in any order) always give the same name; the scripts use it as a folder level
+    and the tables as part of the row label, so both agree on what a variant is.
+    """
+    pairs = variant_pairs(opts, forbid_script_keys)
+    if not pairs:
+        return ""
+    names = [SHORT_NAMES.get(k) or k.rsplit(".", 1)[-1].lower().replace("_", "") for k, _ in pairs]
+    values = [re.sub(r"[^A-Za-z0-9.+-]+", "_", v).strip("_") or "none" for _, v in pairs]
+    readable = "_".join(n + v for n, v in zip(names, values))
+    if len(set(names)) == len(names) and len(readable) <= MAX_SUFFIX:
+        return readable
+    canonical = "\n".join(f"{k}={v}" for k, v in pairs)
+    return "opts-" + hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:10]
+
+
+def suffix_cli(argv: Sequence[str]) -> int:
+    """``python -c 'from clip_adapter.results import suffix_cli; ...' KEY VALUE ...``: the scripts' folder suffix."""
+    try:
+        print(variant_suffix(list(argv), forbid_script_keys=True))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------- runs
+@dataclass(frozen=True)
+class Method:
+    """One row of a table: a trainer with a config file, a backbone and a variant (extra opts)."""
+
+    trainer: str
+    config: str
+    backbone: str
+    variant: str
+
+    def sort_key(self) -> tuple:
+        rank = METHOD_ORDER.index(self.trainer) if self.trainer in METHOD_ORDER else len(METHOD_ORDER)
+        return (rank, self.trainer, self.config, self.backbone, self.variant)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the tables need from one ``results.json``."""
+
+    path: str
+    dataset: str
+    method: Method
+    shots: int
+    seed: int
+    subsample: str
+    accuracy: float
+    training_free: bool
+    eval_only: bool
+    model_dir: str
+
+
+REQUIRED = ("trainer", "dataset", "accuracy", "seed", "shots")
+
+
+def _run_from(record: dict, path: str) -> Run:
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise ValueError(f"missing key(s) {', '.join(missing)}")
+    accuracy = float(record["accuracy"])
+    if not math.isfinite(accuracy):
+        raise ValueError(f"accuracy is {record['accuracy']!r}")
+    method = Method(
+        trainer=str(record["trainer"]),
+        # CoOp's per-shot schedules (rn50_ep50 at 1 shot, rn50_ep100 at 2-4, rn50 at 8-16) are one method.
+        config=re.sub(r"_ep\d+$", "", str(record.get("config") or "")),
+        backbone=str(record.get("backbone") or ""),
+        variant=variant_suffix(record.get("opts") or []),
+    )
+    return Run(
+        path=path,
+        dataset=str(record["dataset"]),
+        method=method,
+        shots=int(record["shots"]),
+        seed=int(record["seed"]),
+        subsample=str(record.get("subsample") or "all"),
+        accuracy=accuracy,
+        # A training-free method (zero-shot CLIP) records 0 epochs: its number does not depend on shots.
+        training_free=int(record.get("epochs", 1) or 0) == 0,
+        eval_only=bool(record.get("eval_only", False)),
+        model_dir=str(record.get("model_dir") or ""),
+    )
+
+
+def load_runs(root: str) -> Tuple[List[Run], List[str]]:
+    """Every ``results.json`` under ``root`` -> runs, plus one line per file that had to be skipped."""
+    if not os.path.isdir(root):
+        raise UserError(f"results folder not found: {root} (pass the OUTPUT folder the scripts wrote, e.g. output/)")
+    runs, problems = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        if RESULTS_FILE not in filenames:
+            continue
+        path = os.path.join(dirpath, RESULTS_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            runs.append(_run_from(record, path))
+        except (OSError, ValueError, TypeError) as exc:
+            problems.append(f"skipped {path}: {exc}")
+    return runs, problems
+
+
+# --------------------------------------------------------------- statistics
+@dataclass
+class Stat:
+    """Accuracies of one cell, one per seed."""
+
+    seeds: Tuple[int, ...]
+    values: Tuple[float, ...]
+    paths: Tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.values) if self.n > 1 else 0.0
+
+
+def _per_seed(runs: Iterable[Run], what: str, problems: List[str], prefer=lambda r: 0) -> Optional[Stat]:
+    """One value per seed; duplicates (same seed twice) keep the preferred, then the first by path."""
+    by_seed: Dict[int, List[Run]] = defaultdict(list)
+    for r in runs:
+        by_seed[r.seed].append(r)
+    if not by_seed:
+        return None
+    seeds, values, paths = [], [], []
+    for seed in sorted(by_seed):
+        group = sorted(by_seed[seed], key=lambda r: (prefer(r), r.path))
+        chosen = group[0]
+        group = [r for r in group if prefer(r) == prefer(chosen)]  # only true duplicates can disagree
+        if len({round(r.accuracy, 6) for r in group}) > 1:
+            problems.append(
+                f"{what}, seed {seed}: {len(group)} runs disagree ({', '.join(f'{r.accuracy:.2f}' for r in group)}); using {chosen.path}"
+            )
+        seeds.append(seed)
+        values.append(chosen.accuracy)
+        paths.append(chosen.path)
+    return Stat(tuple(seeds), tuple(values), tuple(paths))
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+def _ordered_datasets(names: Iterable[str]) -> List[str]:
+    names = set(names)
+    known = [d for d in DATASET_ORDER if d in names]
+    return known + sorted(names - set(known))
+
+
+@dataclass
+class FewShotTable:
+    shots: Optional[int]  # None: only training-free methods were found
+    datasets: List[str]
+    rows: List[Tuple[Method, Dict[str, Optional[Stat]], Optional[float]]]
+
+
+@dataclass
+class Base2NewRow:
+    method: Method
+    dataset: str  # or "Average"
+    base: Optional[Stat]
+    new: Optional[Stat]
+    base_mean: Optional[float]
+    new_mean: Optional[float]
+    hm: Optional[float]
+
+
+def is_fewshot(run: Run) -> bool:
+    """All classes, and not an evaluation of a model trained elsewhere (cross-dataset, base-to-novel)."""
+    return run.subsample == "all" and not (run.eval_only and run.model_dir)
+
+
+def fewshot_tables(runs: Sequence[Run], problems: List[str]) -> List[FewShotTable]:
+    """One table per shot count; training-free methods appear in each (their number does not depend on shots)."""
+    runs = [r for r in runs if is_fewshot(r)]
+    if not runs:
+        return []
+    datasets = _ordered_datasets(r.dataset for r in runs)
+    shot_counts: List[Optional[int]] = sorted({r.shots for r in runs if not r.training_free}) or [None]
+    methods = sorted({r.method for r in runs}, key=Method.sort_key)
+    cells: Dict[tuple, List[Run]] = defaultdict(list)
+    for r in runs:
+        cells[(r.method, r.dataset, None if r.training_free else r.shots)].append(r)
+    free = {r.method for r in runs if r.training_free}
+    tables = []
+    for shots in shot_counts:
+        rows = []
+        for m in methods:
+            key_shots = None if m in free else shots
+            if m not in free and not any(cells.get((m, d, shots)) for d in datasets):
+                continue
+            row = {}
+            for d in datasets:
+                what = f"{label_of(m)} on {d}" + (f" ({shots} shots)" if key_shots is not None else "")
+                row[d] = _per_seed(cells.get((m, d, key_shots), []), what, problems)
+            present = [s.mean for s in row.values() if s is not None]
+            average = statistics.fmean(present) if len(present) == len(datasets) else None
+            rows.append((m, row, average))
+        tables.append(FewShotTable(shots, datasets, rows))
+    # Duplicate warnings for a training-free row would repeat once per table: keep each message once.
+    problems[:] = list(OrderedDict.fromkeys(problems))
+    return tables
+
+
+def base2new_rows(runs: Sequence[Run], problems: List[str]) -> List[Base2NewRow]:
+    """Base, New, HM per (method, dataset) and an Average row per method."""
+    runs = [r for r in runs if r.subsample in ("base", "new")]
+    if not runs:
+        return []
+    datasets = _ordered_datasets(r.dataset for r in runs)
+    methods = sorted({r.method for r in runs}, key=Method.sort_key)
+    groups: Dict[tuple, List[Run]] = defaultdict(list)
+    for r in runs:
+        groups[(r.method, r.dataset, r.subsample)].append(r)
+    # The evaluation runs (test_base/test_new) are preferred over the training run's own base score.
+    prefer = lambda r: 0 if r.eval_only else 1  # noqa: E731
+    out = []
+    for m in methods:
+        method_rows = []
+        for d in datasets:
+            base = _per_seed(groups.get((m, d, "base"), []), f"{label_of(m)} on {d} (base)", problems, prefer)
+            new = _per_seed(groups.get((m, d, "new"), []), f"{label_of(m)} on {d} (new)", problems, prefer)
+            bm = base.mean if base else None
+            nm = new.mean if new else None
+            hm = harmonic_mean(bm, nm) if base and new else None
+            method_rows.append(Base2NewRow(m, d, base, new, bm, nm, hm))
+        complete_base = [r.base_mean for r in method_rows if r.base_mean is not None]
+        complete_new = [r.new_mean for r in method_rows if r.new_mean is not None]
+        ab = statistics.fmean(complete_base) if len(complete_base) == len(datasets) else None
+        an = statistics.fmean(complete_new) if len(complete_new) == len(datasets) else None
+        avg = Base2NewRow(m, "Average", None, None, ab, an, harmonic_mean(ab, an) if ab is not None and an is not None else None)
+        out += method_rows + ([avg] if len(datasets) > 1 else [])
+    return out
+
+
+# ---------------------------------------------------------------- published
+@dataclass(frozen=True)
+class Published:
+    accuracy: float
+    source: str
+    secondary: bool
+
+
+def load_published(path: str = PUBLISHED_FILE) -> Tuple[List[dict], Dict[str, dict]]:
+    """(figures, sources) from the published-numbers file, checked so a typo there names itself."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as exc:
+        raise UserError(f"cannot read the published-numbers file {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UserError(f"the published-numbers file {path} is not valid JSON ({exc})") from None
+    sources = doc.get("sources") if isinstance(doc, dict) else None
+    figures = doc.get("figures") if isinstance(doc, dict) else None
+    if not isinstance(sources, dict) or not isinstance(figures, list):
+        raise UserError(f"{path}: expected an object with 'sources' and 'figures'")
+    for i, fig in enumerate(figures):
+        for key in ("setting", "dataset", "method", "backbone", "accuracy", "source"):
+            if key not in fig:
+                raise UserError(f"{path}: figure #{i} has no {key!r}")
+        if fig["source"] not in sources:
+            raise UserError(f"{path}: figure #{i} cites unknown source {fig['source']!r} (add it under 'sources')")
+    return figures, sources
+
+
+def _norm_backbone(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def published_lookup(figures: List[dict], sources: Dict[str, dict]):
+    """A function (method, dataset, shots) -> Published or None, preferring primary sources."""
+    index: Dict[tuple, List[Published]] = defaultdict(list)
+    for fig in figures:
+        if fig["setting"] != "fewshot":
+            continue
+        src = sources[fig["source"]]
+        key = (fig["method"], fig["dataset"], _norm_backbone(fig["backbone"]), fig.get("shots"))
+        index[key].append(Published(float(fig["accuracy"]), fig["source"], bool(src.get("secondary"))))
+
+    def find(method: Method, dataset: str, shots: Optional[int]) -> Optional[Published]:
+        bb = _norm_backbone(method.backbone)
+        found = index.get((method.trainer, dataset, bb, shots)) or index.get((method.trainer, dataset, bb, None)) or []
+        return sorted(found, key=lambda p: p.secondary)[0] if found else None
+
+    return find
+
+
+# ---------------------------------------------------------------- rendering
+def label_of(m: Method, show_backbone: bool = False) -> str:
+    inner = ", ".join(x for x in (m.config, m.variant) if x)
+    text = f"{m.trainer} ({inner})" if inner else m.trainer
+    return f"{text} [{m.backbone}]" if show_backbone else text
+
+
+def _labeller(methods: Iterable[Method]):
+    """Show the backbone only where one trainer/config/variant was run with several backbones."""
+    seen: Dict[tuple, set] = defaultdict(set)
+    for m in methods:
+        seen[(m.trainer, m.config, m.variant)].add(m.backbone)
+    return lambda m: label_of(m, show_backbone=len(seen[(m.trainer, m.config, m.variant)]) > 1)
+
+
+def fmt_stat(stat: Optional[Stat], expected: int = EXPECTED_SEEDS) -> str:
+    if stat is None:
+        return "missing"
+    note = f" (n={stat.n})" if stat.n != expected else ""
+    if stat.n == 1:
+        return f"{stat.mean:.2f}{note}"
+    return f"{stat.mean:.2f} ± {stat.std:.2f}{note}"
+
+
+def _fmt(x: Optional[float], missing: str = "missing") -> str:
+    return missing if x is None else f"{x:.2f}"
+
+
+def _title(text: str, fmt: str) -> str:
+    if fmt in ("github", "pipe"):
+        return f"### {text}\n"
+    if fmt.startswith("latex"):
+        return f"% {text}\n"
+    return f"{text}\n"
+
+
+def _shots_name(shots: Optional[int]) -> str:
+    return "zero-shot" if shots is None else f"{shots} shot" + ("s" if shots != 1 else "")
+
+
+def render_tables(runs: Sequence[Run], fmt: str = "github", published: bool = False,
+                  expected_seeds: int = EXPECTED_SEEDS, published_path: str = PUBLISHED_FILE) -> Tuple[str, List[str]]:
+    """The whole report as text (tabulate) and the problems found while reading it."""
+    problems: List[str] = []
+    tables = fewshot_tables(runs, problems)
+    b2n = base2new_rows(runs, problems)
+    label = _labeller([r.method for r in runs])
+    find = None
+    if published:
+        figures, sources = load_published(published_path)
+        find = published_lookup(figures, sources)
+    parts = []
+    for t in tables:
+        headers = ["Method"] + t.datasets + (["Average"] if len(t.datasets) > 1 else [])
+        body = []
+        for m, row, avg in t.rows:
+            line = [label(m)] + [fmt_stat(row[d], expected_seeds) for d in t.datasets]
+            if len(t.datasets) > 1:
+                done = sum(s is not None for s in row.values())
+                line.append(_fmt(avg) if avg is not None else f"missing ({done}/{len(t.datasets)})")
+            body.append(line)
+        n_note = f"n shown when not {expected_seeds}"
+        parts.append(_title(f"Few-shot top-1 accuracy (%), {_shots_name(t.shots)}: mean ± std over seeds ({n_note})", fmt))
+        parts.append(tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True) + "\n")
+        if find is not None:
+            parts.append(_published_table(t, find, sources, label, fmt, expected_seeds))
+    if b2n:
+        headers = ["Method", "Dataset", "Base", "New", "HM"]
+        body = []
+        for r in b2n:
+            if r.dataset == "Average":
+                body.append([label(r.method), "Average", _fmt(r.base_mean), _fmt(r.new_mean), _fmt(r.hm)])
+            else:
+                body.append([label(r.method), r.dataset, fmt_stat(r.base, expected_seeds), fmt_stat(r.new, expected_seeds), _fmt(r.hm)])
+        parts.append(_title("Base-to-novel top-1 accuracy (%): Base and New mean ± std over seeds, HM of the seed means", fmt))
+        parts.append(tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True) + "\n")
+        if published:
+            parts.append("No published CLIP-Adapter base-to-novel figures exist to compare with (none were found).\n")
+    if not parts:
+        raise UserError("no few-shot or base-to-novel results found among the results.json files")
+    return "\n".join(parts), problems
+
+
+def _published_table(t: FewShotTable, find, sources: Dict[str, dict], label, fmt: str, expected_seeds: int) -> str:
+    body, used = [], OrderedDict()
+    for m, row, avg in t.rows:
+        pubs = {d: find(m, d, t.shots) for d in t.datasets}
+        for d in t.datasets:
+            pub = pubs[d]
+            if pub is None:
+                continue
+            ours = row[d]
+            used[pub.source] = pub.secondary
+            delta = f"{ours.mean - pub.accuracy:+.2f}" if ours else "missing"
+            body.append([label(m), d, fmt_stat(ours, expected_seeds), f"{pub.accuracy:.2f}", delta, _source_name(pub)])
+        if len(t.datasets) > 1 and all(p is not None for p in pubs.values()):
+            pavg = statistics.fmean(p.accuracy for p in pubs.values())
+            body.append([label(m), "Average", _fmt(avg), f"{pavg:.2f}", f"{avg - pavg:+.2f}" if avg is not None else "missing", ""])
+    if not body:
+        return f"(no published figures for these methods/backbones at {_shots_name(t.shots)})\n"
+    title = _title(f"Published vs ours, {_shots_name(t.shots)} (Δ = ours − published)", fmt)
+    table = tabulate(body, headers=["Method", "Dataset", "Ours", "Published", "Δ", "Source"], tablefmt=fmt, disable_numparse=True)
+    notes = "".join(f"\n{'%' if fmt.startswith('latex') else '-'} {sid}: {sources[sid]['citation']}" + (" [secondary]" if sec else "")
+                    for sid, sec in used.items())
+    return f"{title}\n{table}\n{notes}\n"
+
+
+def _source_name(pub: Published) -> str:
+    return pub.source + (" (secondary)" if pub.secondary else "")
+
+
+def render_csv(runs: Sequence[Run], published: bool = False, published_path: str = PUBLISHED_FILE) -> Tuple[str, List[str]]:
+    """Long format, one row per number, for spreadsheets: plain floats, no ± strings."""
+    problems: List[str] = []
+    label = _labeller([r.method for r in runs])
+    find = None
+    if published:
+        figures, sources = load_published(published_path)
+        find = published_lookup(figures, sources)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["table", "method", "trainer", "config", "backbone", "variant", "dataset", "shots", "metric",
+                "mean", "std", "n", "seeds", "published", "published_source", "delta"])
+
+    def num(x):
+        return "" if x is None else f"{x:.4f}"
+
+    for t in fewshot_tables(runs, problems):
+        for m, row, avg in t.rows:
+            base = [label(m), m.trainer, m.config, m.backbone, m.variant]
+            shots = "" if t.shots is None else t.shots
+            for d in t.datasets:
+                s = row[d]
+                pub = find(m, d, t.shots) if find else None
+                delta = s.mean - pub.accuracy if (s and pub) else None
+                w.writerow(["fewshot", *base, d, shots, "accuracy", num(s.mean if s else None), num(s.std if s else None),
+                            s.n if s else 0, " ".join(map(str, s.seeds)) if s else "",
+                            num(pub.accuracy if pub else None), _source_name(pub) if pub else "", num(delta)])
+            if len(t.datasets) > 1:
+                w.writerow(["fewshot", *base, "Average", shots, "accuracy", num(avg), "", "", "", "", "", ""])
+    for r in base2new_rows(runs, problems):
+        base = [label(r.method), r.method.trainer, r.method.config, r.method.backbone, r.method.variant]
+        for metric, stat, mean in (("base", r.base, r.base_mean), ("new", r.new, r.new_mean), ("hm", None, r.hm)):
+            w.writerow(["base2new", *base, r.dataset, "", metric, num(mean), num(stat.std) if stat else "",
+                        stat.n if stat else "", " ".join(map(str, stat.seeds)) if stat else "", "", "", ""])
+    return buf.getvalue(), problems
+
+
+# --------------------------------------------------------------------- plot
+def plot_fewshot(runs: Sequence[Run], path: str, published: bool = False, published_path: str = PUBLISHED_FILE) -> str:
+    """Accuracy vs shots, one panel per dataset and one for the average, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems: List[str] = []
+    tables = [t for t in fewshot_tables(runs, problems) if t.shots is not None]
+    if not tables:
+        raise UserError("nothing to plot: no few-shot runs with a shot count were found (zero-shot alone has no curve)")
+    find = None
+    if published:
+        figures, sources = load_published(published_path)
+        find = published_lookup(figures, sources)
+    datasets = tables[0].datasets
+    panels = datasets + (["Average"] if len(datasets) > 1 else [])
+    label = _labeller([r.method for r in runs])
+    methods = list(OrderedDict.fromkeys(m for t in tables for m, _, _ in t.rows))
+    shots_all = [t.shots for t in tables]
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    for i, panel in enumerate(panels):
+        ax = axes[i // ncols][i % ncols]
+        for j, m in enumerate(methods):
+            color = colors[j % len(colors)]
+            xs, ys, es = [], [], []
+            for t in tables:
+                row = next((r for mm, r, _ in t.rows if mm == m), None)
+                if row is None:
+                    continue
+                point = _panel_point(row, datasets, panel)
+                if point is not None:
+                    xs.append(t.shots)
+                    ys.append(point[0])
+                    es.append(point[1])
+            if not xs:
+                continue
+            if any(r.method == m and r.training_free for r in runs):
+                # Training-free (zero-shot): one number whatever the shots, drawn across the axis.
+                ax.axhline(ys[0], color=color, linestyle="--", linewidth=1.5, label=label(m))
+            else:
+                ax.errorbar(xs, ys, yerr=es, color=color, label=label(m), capsize=3, marker="o", markersize=4, linewidth=1.5)
+            if find is not None:
+                pub = [(s, _published_point(find, m, datasets, panel, s)) for s in shots_all]
+                pub = [(s, p) for s, p in pub if p is not None]
+                if pub:
+                    ax.plot([s for s, _ in pub], [p for _, p in pub], color=color, linestyle=":", marker="x",
+                            label=f"{label(m)} published")
+        ax.set_xscale("log", base=2)
+        ax.set_xlim(min(shots_all) / 1.4, max(shots_all) * 1.4)
+        ax.set_xticks(shots_all)
+        ax.set_xticklabels([str(s) for s in shots_all])
+        ax.set_title(panel)
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    for k in range(len(panels), nrows * ncols):
+        axes[k // ncols][k % ncols].axis("off")
+    legend: "OrderedDict[str, object]" = OrderedDict()
+    for ax in axes.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(text, handle)
+    handles, labels = list(legend.values()), list(legend.keys())
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.03 * math.ceil(len(labels) / 4), 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _panel_point(row: Dict[str, Optional[Stat]], datasets: List[str], panel: str) -> Optional[Tuple[float, float]]:
+    """(mean, std over seeds) of one dataset, or of the dataset average (per-seed averages of complete seeds)."""
+    if panel != "Average":
+        s = row.get(panel)
+        return (s.mean, s.std) if s else None
+    stats = [row.get(d) for d in datasets]
+    if any(s is None for s in stats):
+        return None
+    mean = statistics.fmean(s.mean for s in stats)
+    common = set.intersection(*(set(s.seeds) for s in stats))
+    per_seed = [statistics.fmean(dict(zip(s.seeds, s.values))[seed] for s in stats) for seed in sorted(common)]
+    return mean, statistics.pstdev(per_seed) if len(per_seed) > 1 else 0.0
+
+
+def _published_point(find, m: Method, datasets: List[str], panel: str, shots: int) -> Optional[float]:
+    if panel != "Average":
+        p = find(m, panel, shots)
+        return p.accuracy if p else None
+    pubs = [find(m, d, shots) for d in datasets]
+    return statistics.fmean(p.accuracy for p in pubs) if all(pubs) else None
+
+
+# ---------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m clip_adapter.results",
+        description="Few-shot and base-to-novel tables (mean ± std over seeds) from every results.json under a folder.",
+    )
+    p.add_argument("output_dir", help="the folder the scripts wrote (e.g. output/)")
+    p.add_argument("--format", default="github", help="csv (long format for spreadsheets) or any tabulate format: github, latex, plain, ...")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also write few-shot curves (accuracy vs shots) to this PNG")
+    p.add_argument("--published", action="store_true", help="compare with the published figures (clip_adapter/published.json)")
+    p.add_argument("--published-file", default=PUBLISHED_FILE, help="another published-numbers file in the same format")
+    p.add_argument("--expected-seeds", type=int, default=EXPECTED_SEEDS, help="cells show n=<seeds> when it differs from this")
+    p.add_argument("--out", default=None, metavar="FILE", help="write the tables to this file (atomically) instead of stdout")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        fmt = args.format
+        if fmt != "csv" and fmt not in tabulate_formats:
+            raise UserError(f"unknown --format {fmt!r}; use csv or one of: {', '.join(sorted(tabulate_formats))}")
+        runs, problems = load_runs(args.output_dir)
+        if not runs:
+            raise UserError(f"no {RESULTS_FILE} found under {args.output_dir} (finished runs write one; run scripts/main.sh first)")
+        if fmt == "csv":
+            text, more = render_csv(runs, args.published, args.published_file)
+        else:
+            text, more = render_tables(runs, fmt, args.published, args.expected_seeds, args.published_file)
+            text = f"{len(runs)} finished runs under {args.output_dir}\n\n" + text
+        for line in problems + more:
+            log.warning("warning: %s", line)
+        if args.out:
+            atomic_write_text(args.out, text)
+            log.info("Wrote %s", args.out)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if args.plot:
+            plot_fewshot(runs, args.plot, args.published, args.published_file)
+            log.info("Wrote %s", args.plot)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
