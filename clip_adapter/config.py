@@ -83,6 +83,29 @@ def get_cfg_default() -> CN:
     # Decode every image of the run's splits once and leave out unreadable ones (logged with a
     # count) instead of stopping at the first with an error naming it.
     _C.DATASET.SKIP_BAD_IMAGES = False
+    # Your own data without code (DATASET.NAME "Custom"); configs/datasets/custom_example.yaml
+    # documents each key with examples.
+    _C.DATASET.CUSTOM = CN()
+    # A folder of class folders (optionally inside train/ val/ test/), a split file in CoOp's JSON
+    # layout, or a CSV with columns path,label,classname[,split]. Relative: under DATASET.ROOT.
+    _C.DATASET.CUSTOM.PATH = ""
+    # auto | folders | json | csv (auto: a folder -> folders, *.json -> json, *.csv -> csv).
+    _C.DATASET.CUSTOM.FORMAT = "auto"
+    # json/csv: the folder their image paths are relative to ("" = the file's own folder).
+    _C.DATASET.CUSTOM.IMAGE_DIR = ""
+    # Prompt template(s), each with a {} slot for the class name (several = averaged, as an ensemble).
+    _C.DATASET.CUSTOM.TEMPLATES = ["a photo of a {}."]
+    # Optional class names: a text file (line i = the name of label i) or a JSON object mapping a
+    # class folder or a label to its name. "" = folder names / the names in the file.
+    _C.DATASET.CUSTOM.CLASSNAMES_FILE = ""
+    # When val and/or test are not given they are cut from train, per class, with this seed (not
+    # the run's --seed, so every run sees the same split) and these fractions of each class.
+    _C.DATASET.CUSTOM.SPLIT_SEED = 1
+    _C.DATASET.CUSTOM.VAL_FRACTION = 0.2
+    _C.DATASET.CUSTOM.TEST_FRACTION = 0.3
+    # Where that generated split is written and reused ("" = next to the data, named after the
+    # data, seed and fractions). Relative: next to the data.
+    _C.DATASET.CUSTOM.SPLIT_FILE = ""
 
     # ------------------------------------------------------------ dataloader
     _C.DATALOADER = CN()
@@ -212,11 +235,29 @@ def get_cfg_default() -> CN:
     _C.FEATURES = CN()
     # cached: encode each image view once and train on stored features; exact: the paper's loop.
     _C.FEATURES.MODE = "cached"
-    # Augmented views stored per training image; each epoch draws one of them.
-    _C.FEATURES.TRAIN_VIEWS = 10
-    # Cache folder ("" = <OUTPUT_DIR's first component>/feature_cache, see features.cache_dir).
+    # Augmented views K stored per training image; epoch e trains on view e mod K (so K >= MAX_EPOCH
+    # is the paper's fresh-crop-every-epoch loop). 7: the most views that keep the paper's sweep
+    # >= 50x cheaper than the reference loop (docs/readme_parts/feature_cache.md).
+    _C.FEATURES.TRAIN_VIEWS = 7
+    # Cache folder ("" = the nearest "output" ancestor of OUTPUT_DIR + /feature_cache, see features.default_cache_dir).
     _C.FEATURES.CACHE_DIR = ""
+    # Images per image-encoder batch while filling the cache (and for val/test in exact mode).
     _C.FEATURES.BATCH_SIZE = 128
+    # Precision of the frozen image encoder, one value for every trainer so that they share features
+    # (a trainer's own PREC governs only its trainable path): fp16 (CLIP's released precision) on
+    # CUDA and fp32 elsewhere, or fp32, or amp (fp32 weights, fp16 autocast; CUDA only).
+    _C.FEATURES.PREC = "fp16"
+
+    # ------------------------------------------------------------ experiment
+    # Bookkeeping that the scripts set so the results tool can group runs; nothing here changes a
+    # number. Both are recorded in results.json.
+    _C.EXPERIMENT = CN()
+    # Transfer evaluations (scripts/xd_test.sh): the registered name of the dataset the evaluated
+    # model was trained on. The CLI reads it from the checkpoint; a training-free trainer (zero-shot
+    # CLIP) has none, so the script names the source here.
+    _C.EXPERIMENT.SOURCE = ""
+    # Ablation runs (scripts/ablation.sh): the config key that the ablation sweeps.
+    _C.EXPERIMENT.SWEEP_KEY = ""
     return _C
 
 

@@ -1,2 +1,5 @@
 """Registered trainers (installed as ``clip_adapter.trainers``); importing this registers them all."""
 from clip_adapter.trainers import zeroshot_clip  # noqa: F401
+from clip_adapter.trainers import clip_adapter  # noqa: F401
+from clip_adapter.trainers import coop  # noqa: F401
+from clip_adapter.trainers import linear_probe  # noqa: F401

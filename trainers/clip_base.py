@@ -1,14 +1,20 @@
 """The one feature pipeline every CLIP trainer shares.
 
 It loads the frozen CLIP once, builds the fixed-prompt text classifier, and serves image features:
-from the feature cache by default (each training image's K augmented views and every val/test
-image encoded once, ever), or, with ``FEATURES.MODE exact``, by running the image encoder on a
-fresh augmentation every iteration as the paper's code does. Both modes visit the same images in
-the same order with the same (image, view) crops, so they train to the same weights.
+from the feature cache by default (each training image's K = FEATURES.TRAIN_VIEWS augmented views
+and every val/test image encoded once, ever), or, with ``FEATURES.MODE exact``, by running the
+image encoder on a freshly augmented batch every iteration as the paper's code does.
+
+Both modes follow one plan (``epoch_plan``): the same seeded shuffle per epoch and, for image i in
+epoch e, augmented view ``e mod K`` (cached) or view ``e`` (exact: a new crop every epoch, never
+reused), where view v of an image is the crop/flip seeded by (image, v). With K >= MAX_EPOCH the
+two modes therefore see identical inputs and train to the same weights (tests/test_features.py);
+with the default K < MAX_EPOCH cached mode cycles through its K views, each used equally often.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -17,8 +23,8 @@ import torch.nn.functional as F
 from clip_adapter.data.loader import build_loader
 from clip_adapter.data.transforms import build_transform, transform_spec
 from clip_adapter.engine.trainer import TrainerBase
-from clip_adapter.errors import ConfigError
-from clip_adapter.features import FeatureCache, cached_text_classifier, default_cache_dir, view_seed
+from clip_adapter.errors import CheckpointError, ConfigError
+from clip_adapter.features import FeatureCache, ViewSeeds, cached_text_classifier, default_cache_dir
 from clip_adapter.models.clip_loader import load_clip
 from clip_adapter.models.text import encode_text_classifier
 from clip_adapter.utils import resolve_precision
@@ -26,8 +32,6 @@ from clip_adapter.utils import resolve_precision
 log = logging.getLogger(__name__)
 
 MODES = ("cached", "exact")
-# In exact mode a training image gets a new view every epoch: view ids past any cache's K.
-EXACT_VIEW_OFFSET = 0
 
 
 class ClipTrainer(TrainerBase):
@@ -35,7 +39,7 @@ class ClipTrainer(TrainerBase):
 
     #: "single" (the dataset's hand-crafted template) or "ensemble" (ImageNet's templates)
     template_mode: str = "single"
-    #: config node whose PREC applies ("" = fp32 unless on CUDA)
+    #: config node whose PREC applies ("" = fp16 on CUDA as CLIP ships, fp32 elsewhere)
     prec_node: str = ""
 
     # ---------------------------------------------------------------- build
@@ -43,28 +47,36 @@ class ClipTrainer(TrainerBase):
         cfg = self.cfg
         if cfg.FEATURES.MODE not in MODES:
             raise ConfigError(f"FEATURES.MODE must be one of {', '.join(MODES)}, got {cfg.FEATURES.MODE!r}")
-        requested = getattr(cfg.TRAINER, self.prec_node).PREC if self.prec_node else "fp32"
+        requested = getattr(cfg.TRAINER, self.prec_node).PREC if self.prec_node else "fp16"
         self.precision = resolve_precision(requested, self.device)
-        if self.precision != requested.lower():
+        if self.prec_node and self.precision != requested.lower():
             log.info("Precision %s needs CUDA; using %s on %s", requested, self.precision, self.device.type)
+        t0 = time.perf_counter()
         self.clip_model, self.clip_info = load_clip(
             cfg.MODEL.BACKBONE.NAME, self.device, cfg.MODEL.BACKBONE.CACHE_DIR, "fp16" if self.precision == "fp16" else "fp32"
         )
+        self.clip_load_seconds = time.perf_counter() - t0
+        self._set_image_encoder_precision(cfg.FEATURES.PREC)
         if self.clip_info.name == "tiny" or cfg.DATASET.NAME == "Smoke":
             log.info("NOTE: offline pipeline check (tiny random CLIP and/or synthetic smoke data): accuracies mean nothing")
         self.logit_scale = float(self.clip_model.logit_scale.exp().item())
         dataset = self.dm.dataset
-        self.classnames: List[str] = dataset.classnames
+        # The evaluation dataset's classes, or for a class-bound model evaluated on a mapped subset
+        # of its training classes, those (evaluate() then keeps the mapped columns).
+        self.classnames: List[str] = list(self.class_space.classnames) if self.class_space else dataset.classnames
         self.templates: List[str] = dataset.templates(self.template_mode)
         self.cache = FeatureCache(
             default_cache_dir(cfg),
             self.clip_info.encoder_id,
             self.encode_images,
             self.device,
-            self.precision,
+            self.feature_precision,
             batch_size=int(cfg.FEATURES.BATCH_SIZE),
             num_workers=int(cfg.DATALOADER.NUM_WORKERS),
+            dim=self.clip_info.embed_dim,
         )
+        # Every image-encoder pass of this trainer (cache fills and exact mode alike): counted and timed.
+        self.encoder_stats = {"images": 0, "seconds": 0.0, "text_prompts": 0, "text_seconds": 0.0}
         self.text_weights = self.text_classifier(self.classnames, self.templates).to(self.device)
         self.tfm_train = build_transform(cfg, is_train=True)
         self.tfm_test = build_transform(cfg, is_train=False)
@@ -79,11 +91,39 @@ class ClipTrainer(TrainerBase):
     def build_head(self) -> None:
         """Create and ``register_model`` the trainable parts (none for zero-shot)."""
 
+    def _set_image_encoder_precision(self, requested: str) -> None:
+        """FEATURES.PREC for the frozen image tower, whatever the trainer's PREC did to the rest.
+
+        One precision for every trainer is what lets CLIP-Adapter (PREC fp32) and CoOp (PREC fp16)
+        share cached features on CUDA; the conversion is CLIP's own (fp16 conv/linear weights).
+        """
+        try:
+            self.feature_precision = resolve_precision(requested, self.device)
+        except ValueError as exc:
+            raise ConfigError(f"FEATURES.PREC: {exc}") from None
+        visual = self.clip_model.visual
+        want = torch.float16 if self.feature_precision == "fp16" else torch.float32
+        if visual.conv1.weight.dtype != want:
+            if want == torch.float16:
+                from clip_adapter.models.clip_loader import _clip
+
+                _clip().model.convert_weights(visual)
+            else:
+                visual.float()
+
     # ------------------------------------------------------------- encoders
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """The frozen image encoder: the only call that runs it (counted by the cache in cached mode)."""
+        """The frozen image encoder: the only call that runs it, so ``encoder_stats`` sees every pass."""
+        t0 = time.perf_counter()
         dtype = self.clip_model.visual.conv1.weight.dtype
-        return self.clip_model.encode_image(images.to(self.device, dtype)).float()
+        # FEATURES.PREC amp (CUDA only, see resolve_precision): fp32 weights, fp16 autocast for the pass.
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.feature_precision == "amp"):
+            feats = self.clip_model.encode_image(images.to(self.device, dtype)).float()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.encoder_stats["images"] += int(images.shape[0])
+        self.encoder_stats["seconds"] += time.perf_counter() - t0
+        return feats
 
     def text_classifier(self, classnames: List[str], templates: List[str]) -> torch.Tensor:
         return cached_text_classifier(
@@ -91,56 +131,81 @@ class ClipTrainer(TrainerBase):
             self.clip_info.encoder_id,
             classnames,
             templates,
-            lambda: encode_text_classifier(self.clip_model, classnames, templates, self.device),
+            lambda: self._timed_text(classnames, templates),
+            precision=self.precision,
         )
+
+    def _timed_text(self, classnames: List[str], templates: List[str]) -> torch.Tensor:
+        t0 = time.perf_counter()
+        weights = encode_text_classifier(self.clip_model, classnames, templates, self.device)
+        self.encoder_stats["text_prompts"] += len(classnames) * len(templates)
+        self.encoder_stats["text_seconds"] += time.perf_counter() - t0
+        return weights
 
     # ------------------------------------------------------------ features
     def split_features(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Raw image features of val/test (deterministic view) and their labels."""
+        """Raw image features of a split through the deterministic (test) transform, and the labels.
+
+        ``"train"`` gives the centre view of each training image (what a linear probe fits on).
+        Cached mode reads/fills the cache; exact mode encodes now (once per trainer, as the paper's
+        code evaluates once).
+        """
         if split not in self._split_feats:
             items = getattr(self.dm.dataset, "train_x" if split == "train" else split)
             labels = torch.tensor([d.label for d in items], dtype=torch.long)
             if self.cfg.FEATURES.MODE == "exact":
-                feats = self._encode_now(items, self.tfm_test, None)
+                batches = self._encode_stream(items, [None] * len(items), self.tfm_test, int(self.cfg.FEATURES.BATCH_SIZE))
+                feats = torch.cat([f for f, _ in batches] or [torch.empty(0, self.clip_info.embed_dim)])
             else:
                 feats = self.cache.features(items, self.tfm_test, self.spec_test, None, desc=f"{split} images")
             self._split_feats[split] = (feats, labels)
         return self._split_feats[split]
 
-    def _encode_now(self, items, transform, seed_for) -> torch.Tensor:
-        loader = build_loader(items, transform, int(self.cfg.FEATURES.BATCH_SIZE), shuffle=False, seed_for=seed_for)
-        out = []
-        with torch.inference_mode():
-            for batch in loader:
-                out.append(self.encode_images(batch["img"]).cpu())
-        self.exact_encoded = getattr(self, "exact_encoded", 0) + sum(o.shape[0] for o in out)
-        return torch.cat(out) if out else torch.empty(0, 0)
+    def _encode_stream(self, items, views: List[Optional[int]], transform, batch_size: int) -> Iterator[Tuple[torch.Tensor, List[int]]]:
+        """Encode ``items`` in order, batch by batch (exact mode): decoding in DataLoader workers,
+        view v of an item cropped with the seed of (item, v); yields (fp32 CPU features, positions)."""
+        seed_for = None
+        if any(v is not None for v in views):
+            seed_for = ViewSeeds([d.impath for d in items], views)
+        workers = int(self.cfg.DATALOADER.NUM_WORKERS) if len(items) > batch_size else 0
+        loader = build_loader(items, transform, batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
+        for batch in loader:
+            # clone() outside inference mode: a plain tensor that autograd may save for backward
+            yield self.encode_images(batch["img"]).cpu().clone(), batch["index"].tolist()
 
     def train_view_features(self) -> torch.Tensor:
-        """[K, N, D] features of the K cached augmented views of every training image."""
+        """[K, N, D] raw features of the K cached augmented views of every training image."""
         if self._train_views is None:
             items = self.dm.dataset.train_x
-            k = int(self.cfg.FEATURES.TRAIN_VIEWS)
-            if k < 1:
-                raise ConfigError(f"FEATURES.TRAIN_VIEWS must be >= 1, got {k}")
-            views = [self.cache.features(items, self.tfm_train, self.spec_train, v, desc=f"train view {v + 1}/{k}") for v in range(k)]
-            self._train_views = torch.stack(views)
+            k = self.num_train_views()
+            bank = torch.empty(k, len(items), self.clip_info.embed_dim)
+            for v in range(k):
+                bank[v] = self.cache.features(items, self.tfm_train, self.spec_train, v, desc=f"train view {v + 1}/{k}")
+            self._train_views = bank
         return self._train_views
 
-    def epoch_plan(self, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(order, view ids) for one epoch: a seeded shuffle and one view per image.
+    def num_train_views(self) -> int:
+        k = int(self.cfg.FEATURES.TRAIN_VIEWS)
+        if k < 1:
+            raise ConfigError(f"FEATURES.TRAIN_VIEWS must be >= 1, got {k}; use FEATURES.MODE exact for a fresh view every epoch")
+        return k
 
-        Cached mode draws a view in [0, K); exact mode gives each epoch a fresh view id, which is
-        the paper's "new augmentation every iteration", made reproducible.
+    def epoch_plan(self, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(order, view ids) of one epoch, identical in both modes up to the view rule.
+
+        order: a shuffle seeded by (SEED, epoch) (so resuming replays it), cut to whole batches
+        when there is at least one, as Dassl's training loader does (drop_last).
+        views: ``epoch mod K`` in cached mode (each of the K views used equally often; the first
+        K epochs see exactly the paper's fresh crops), ``epoch`` in exact mode (never reused).
         """
         n = len(self.dm.dataset.train_x)
         g = torch.Generator().manual_seed(int(self.cfg.SEED) * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g)
-        if self.cfg.FEATURES.MODE == "exact":
-            views = torch.full((n,), EXACT_VIEW_OFFSET + epoch, dtype=torch.long)
-        else:
-            views = torch.randint(int(self.cfg.FEATURES.TRAIN_VIEWS), (n,), generator=g)
-        return order, views
+        bs = int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+        if n >= bs:
+            order = order[: n - n % bs]
+        view = epoch if self.cfg.FEATURES.MODE == "exact" else epoch % self.num_train_views()
+        return order, torch.full((len(order),), view, dtype=torch.long)
 
     def train_batches(self, epoch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """Batches of (raw image features, labels) for one epoch, from the cache or the encoder."""
@@ -152,14 +217,35 @@ class ClipTrainer(TrainerBase):
             bank = self.train_view_features()
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
-                yield bank[views[idx], idx].to(self.device), labels[idx].to(self.device)
+                yield bank[views[start : start + bs], idx].to(self.device), labels[idx].to(self.device)
             return
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs].tolist()
-            chunk = [items[i] for i in idx]
-            vids = [int(views[i]) for i in idx]
-            feats = self._encode_now(chunk, self.tfm_train, lambda j, c=chunk, v=vids: view_seed(c[j].impath, v[j]))
-            yield feats.to(self.device), labels[idx].to(self.device)
+        # Exact: the paper's loop, a loader over this epoch's shuffled images, one encoder pass per batch.
+        chosen = [items[i] for i in order.tolist()]
+        for feats, pos in self._encode_stream(chosen, views.tolist(), self.tfm_train, bs):
+            yield feats.to(self.device), labels[order[pos]].to(self.device)
+
+    def load_module_state(self, name: str, state: Dict[str, torch.Tensor], source: str) -> None:
+        """Refuse a checkpoint that lacks this module's weights (the base loads non-strictly, so a
+        checkpoint of another trainer or adapter TYPE would otherwise load nothing, silently)."""
+        missing = [k for k in self._modules[name].state_dict() if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {source} has no {', '.join(missing)} for {name!r}: it was written by another trainer or "
+                "configuration; pass a checkpoint of this one"
+            )
+        super().load_module_state(name, state, source)
+
+    def require_validation(self, what: str, fix: str) -> None:
+        """Refuse a hyperparameter search without a held-out split: test is never used to choose.
+
+        ``what`` names the knob, ``fix`` says how to set it without a search (for the error message).
+        """
+        dataset = self.dm.dataset
+        name = type(dataset).__name__
+        if getattr(dataset, "val_is_test", False):
+            raise ConfigError(f"{name}'s validation split is its test set, so {what} cannot be chosen on it; {fix}")
+        if len(dataset.val) == 0:
+            raise ConfigError(f"{name} has no validation images to choose {what} on; {fix}")
 
     # --------------------------------------------------------------- heads
     def logits(self, image_feats: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,340 @@
+"""Every registered trainer on the tiny CLIP and the smoke data: gradients, equivalences, round trips, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from clip_adapter.cli import register_all
+from clip_adapter.config import get_cfg_default, setup_cfg
+from clip_adapter.errors import CheckpointError, ConfigError
+from clip_adapter.registry import TRAINERS
+from clip_adapter.utils import set_random_seed
+from conftest import SMOKE_DS, trainer_cfg
+
+register_all()
+
+
+def build(name, data_root, out, *opts, cfg="tiny", shots=4, seed=1):
+    """A built trainer, exactly as the CLI builds it (same config merge, same single seeding)."""
+    config = setup_cfg(
+        SMOKE_DS,
+        trainer_cfg(name, cfg),
+        {"DATASET.ROOT": data_root, "OUTPUT_DIR": str(out), "TRAINER.NAME": name, "SEED": seed},
+        ["DATASET.NUM_SHOTS", str(shots), *opts],
+    )
+    set_random_seed(seed)
+    return TRAINERS.get(name)(config).build()
+
+
+def clip_snapshot(trainer):
+    return {k: v.detach().clone() for k, v in trainer.clip_model.state_dict().items()}
+
+
+def read_results(folder):
+    with open(os.path.join(folder, "results.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def ckpt_state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+# ------------------------------------------------------------- every trainer
+@pytest.mark.parametrize("name", TRAINERS.names())
+def test_every_trainer_trains_only_its_own_parameters(name, data_root, tmp_path):
+    """timm-style: forward + backward on random features; trainable params get gradients and move,
+    CLIP gets no gradient and stays bit-identical."""
+    trainer = build(name, data_root, tmp_path / "out")
+    assert os.path.isfile(trainer_cfg(name, "tiny")), f"{name} needs configs/trainers/{name}/tiny.yaml"
+    before = clip_snapshot(trainer)
+    assert not any(p.requires_grad for p in trainer.clip_model.parameters())
+    torch.manual_seed(0)
+    feats = torch.randn(8, trainer.clip_info.embed_dim) * 5
+    labels = torch.randint(len(trainer.classnames), (8,))
+    params = {f"{m}.{n}": p for m, mod in trainer.trainable_modules().items() for n, p in mod.named_parameters()}
+    if trainer.needs_training:
+        assert params, f"{name} trains but registered no trainable module"
+    if params:
+        start = {k: p.detach().clone() for k, p in params.items()}
+        trainer.set_mode(True)
+        out = trainer.forward_backward((feats, labels))
+        assert torch.isfinite(torch.tensor(out["loss"]))
+        for key, p in params.items():
+            assert p.grad is not None, f"{key} got no gradient"
+        assert any(not torch.equal(p, start[k]) for k, p in params.items()), "an optimiser step changed nothing"
+    else:
+        assert trainer.logits(feats).shape == (8, len(trainer.classnames))
+    for key, p in trainer.clip_model.named_parameters():
+        assert p.grad is None, f"CLIP parameter {key} got a gradient"
+    after = trainer.clip_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a CLIP weight changed"
+
+
+@pytest.mark.parametrize("name", TRAINERS.names())
+def test_every_trainer_runs_through_the_cli(name, run_train, tmp_path):
+    """train.py on smoke/tiny; a trained model then reproduces its test accuracy with --eval-only."""
+    out = tmp_path / name
+    assert run_train(out, name) == 0
+    res = read_results(out)
+    assert res["trainer"] == name and res["dataset"] == "Smoke" and 0.0 <= res["accuracy"] <= 100.0
+    assert res["total"] == 100
+    if res["epochs"]:
+        again = tmp_path / f"{name}-eval"
+        assert run_train(again, name, extra=["--eval-only", "--model-dir", str(out)]) == 0
+        for key in ("accuracy", "correct", "macro_f1"):
+            assert read_results(again)[key] == res[key]
+
+
+# ---------------------------------------------------------------- equivalences
+@pytest.mark.parametrize("kind", ["visual", "text", "both"])
+def test_clip_adapter_alpha_zero_is_zero_shot(kind, data_root, tmp_path):
+    zs = build("ZeroshotCLIP", data_root, tmp_path / "zs")
+    feats, _ = zs.split_features("test")
+    expected = zs.logits(feats)
+    ad = build("CLIP_Adapter", data_root, tmp_path / "ad", "TRAINER.CLIP_ADAPTER.TYPE", kind, "TRAINER.CLIP_ADAPTER.RATIO", "0.0")
+    with torch.no_grad():
+        assert torch.equal(ad.logits(feats), expected)
+        assert torch.equal(ad.predict("test")[0], zs.predict("test")[0])
+        ad.ratio = 0.5  # the same adapter blended in: now the logits must move
+        assert not torch.allclose(ad.logits(feats), expected)
+
+
+def test_coop_ctx_init_starts_at_the_zero_shot_template(data_root, tmp_path):
+    zs = build("ZeroshotCLIP", data_root, tmp_path / "zs")
+    assert zs.templates == ["a photo of a {}."]
+    feats, _ = zs.split_features("test")
+    for csc in ("False", "True"):
+        coop = build("CoOp", data_root, tmp_path / f"coop{csc}", "TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.CSC", csc)
+        with torch.no_grad():
+            torch.testing.assert_close(coop.class_text_features(), zs.text_weights, rtol=0, atol=1e-6)
+            torch.testing.assert_close(coop.logits(feats), zs.logits(feats), rtol=0, atol=1e-4)
+    # a random context is not the template
+    coop = build("CoOp", data_root, tmp_path / "rand")
+    with torch.no_grad():
+        assert not torch.allclose(coop.class_text_features(), zs.text_weights, atol=1e-3)
+
+
+def test_coop_amp_step_scales_and_updates_the_context(data_root, tmp_path):
+    """The PREC amp branch (autocast + GradScaler), exercised on CPU's autocast since CUDA is absent here."""
+    coop = build("CoOp", data_root, tmp_path / "amp")
+    assert coop.precision == "fp32" and coop.scaler is None  # fp16 asked for, no CUDA: fp32
+    coop.precision, coop.scaler = "amp", torch.amp.GradScaler("cpu")
+    before = coop.prompt_learner.ctx.detach().clone()
+    out = coop.forward_backward((torch.randn(8, coop.clip_info.embed_dim), torch.randint(10, (8,))))
+    assert torch.isfinite(torch.tensor(out["loss"]))
+    assert not torch.equal(coop.prompt_learner.ctx, before)
+    assert all(p.grad is None for p in coop.clip_model.parameters())
+
+
+def _write_clip(path, **arch):
+    """A small clip.model.CLIP of a given shape, saved as a state dict that clip.load accepts."""
+    from clip_adapter.models.clip_loader import _clip
+
+    base = dict(context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1)
+    torch.manual_seed(0)
+    model = _clip().model.CLIP(**base, **arch)
+    torch.save({k: v.float() for k, v in model.state_dict().items()}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        # RN50-shaped: a ModifiedResNet with attention pooling projecting to 1024
+        dict(embed_dim=1024, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8, vision_patch_size=None),
+        # ViT-B-shaped: a vision transformer projecting to 512
+        dict(embed_dim=512, image_resolution=32, vision_layers=1, vision_width=64, vision_patch_size=16),
+    ],
+    ids=["rn50-shaped-1024", "vit-b-shaped-512"],
+)
+def test_adapter_width_follows_the_backbone(arch, data_root, tmp_path):
+    weights = _write_clip(tmp_path / "clip.pt", **arch)
+    trainer = build("CLIP_Adapter", data_root, tmp_path / "out", "MODEL.BACKBONE.NAME", weights, "TRAINER.CLIP_ADAPTER.TYPE", "both")
+    width = arch["embed_dim"]
+    assert trainer.clip_info.embed_dim == width
+    for module in trainer.trainable_modules().values():
+        assert module.fc[0].weight.shape == (width // 4, width)
+        assert module.fc[2].weight.shape == (width, width // 4)
+    feats, _ = trainer.split_features("test")  # the real encoder, end to end
+    assert feats.shape == (100, width)
+    assert trainer.logits(feats).shape == (100, 10)
+
+
+# ----------------------------------------------------------------- round trips
+@pytest.fixture(scope="module")
+def adapter_run(data_root, tmp_path_factory):
+    """One CLIP_Adapter run with both adapters (TYPE both), trained through the CLI."""
+    from clip_adapter.cli import main
+
+    out = tmp_path_factory.mktemp("adapter_run")
+    argv = ["--root", data_root, "--seed", "1", "--trainer", "CLIP_Adapter", "--dataset-config-file", SMOKE_DS,
+            "--config-file", trainer_cfg("CLIP_Adapter"), "--output-dir", str(out), "DATASET.NUM_SHOTS", "8",
+            "TRAINER.CLIP_ADAPTER.TYPE", "both"]
+    assert main(argv) == 0
+    return out
+
+
+def test_clip_adapter_eval_only_reproduces_the_test_accuracy(adapter_run, run_train, data_root, tmp_path):
+    b = tmp_path / "eval"
+    assert run_train(b, "CLIP_Adapter", "TRAINER.CLIP_ADAPTER.TYPE", "both", shots=8, extra=["--eval-only", "--model-dir", str(adapter_run)]) == 0
+    ra, rb = read_results(adapter_run), read_results(b)
+    for key in ("accuracy", "correct", "macro_f1"):
+        assert ra[key] == rb[key]
+    assert rb["eval_only"] and rb["model_dir"] == str(adapter_run)
+    # the loaded weights are the trained ones (not a fresh initialisation), alpha included
+    fresh = build("CLIP_Adapter", data_root, tmp_path / "fresh", "TRAINER.CLIP_ADAPTER.TYPE", "both", "TRAINER.CLIP_ADAPTER.RATIO", "0.7", shots=8)
+    start = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in fresh.trainable_modules().items()}
+    fresh.load_model(str(adapter_run))
+    assert fresh.ratio == 0.2  # the alpha it was trained with, stored in the checkpoint
+    assert set(fresh.trainable_modules()) == {"clip_adapter", "text_adapter"}
+    for name, module in fresh.trainable_modules().items():
+        saved = ckpt_state(adapter_run / name / "model.pth.tar-15")
+        assert saved["blend_ratio"].item() == 0.2
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, saved[key])
+            assert not torch.equal(value, start[name][key])
+
+
+def test_init_weights_loads_an_adapter(adapter_run, data_root, tmp_path):
+    path = adapter_run / "clip_adapter" / "model.pth.tar-15"
+    saved = ckpt_state(path)
+    for source in (str(path), str(adapter_run)):  # a checkpoint file or a run folder
+        trainer = build("CLIP_Adapter", data_root, tmp_path / "b", "MODEL.INIT_WEIGHTS", source, "TRAINER.CLIP_ADAPTER.RATIO", "0.5")
+        state = trainer.visual_adapter.state_dict()
+        assert all(torch.equal(state[k], saved[k]) for k in state)
+        assert trainer.ratio == 0.5  # starting weights only: the configured alpha still applies
+    # a checkpoint of another module is refused, not silently ignored
+    other = tmp_path / "other.pth.tar"
+    torch.save({"state_dict": {"weight": torch.zeros(10, 64), "bias": torch.zeros(10)}, "epoch": 1}, other)
+    with pytest.raises(CheckpointError, match="fc.0.weight"):
+        build("CLIP_Adapter", data_root, tmp_path / "c", "MODEL.INIT_WEIGHTS", str(other))
+
+
+# ---------------------------------------------------- selection on validation
+def _record_splits(trainer, monkeypatch):
+    seen = []
+    original = trainer.split_features
+
+    def spy(split):
+        seen.append(split)
+        return original(split)
+
+    monkeypatch.setattr(trainer, "split_features", spy)
+    return seen
+
+
+def test_alpha_search_trains_per_value_and_selects_on_val(data_root, tmp_path, monkeypatch):
+    out = tmp_path / "search"
+    trainer = build("CLIP_Adapter", data_root, out, "TRAINER.CLIP_ADAPTER.SEARCH_RATIOS", "[0.0, 0.6]", "OPTIM.MAX_EPOCH", "4", shots=8)
+    seen = _record_splits(trainer, monkeypatch)
+    trainer.train()
+    assert "test" not in seen
+    with open(out / "alpha_search.json", encoding="utf-8") as f:
+        record = json.load(f)
+    accs = {r["ratio"]: r["val_accuracy"] for r in record["tried"]}
+    assert set(accs) == {0.0, 0.6} and record["selected_on"] == "val"
+    assert accs[record["best"]] == max(accs.values())
+    assert trainer.ratio == record["best"]
+    # alpha 0 trains nothing that matters: its val accuracy is zero-shot's
+    zs = build("ZeroshotCLIP", data_root, tmp_path / "zs", shots=8)
+    assert accs[0.0] == zs.evaluate("val", quiet=True)["accuracy"]
+    # the deployed checkpoint carries the chosen alpha, and the candidates are kept for inspection
+    assert ckpt_state(out / "clip_adapter" / "model.pth.tar-4")["blend_ratio"].item() == record["best"]
+    assert (out / "alpha_search" / "ratio_0.6" / "clip_adapter" / "model.pth.tar-4").is_file()
+
+
+def test_search_refuses_a_validation_split_that_is_the_test_set(data_root, tmp_path):
+    trainer = build("CLIP_Adapter", data_root, tmp_path / "a", "TRAINER.CLIP_ADAPTER.SEARCH_RATIOS", "[0.2, 0.4]")
+    trainer.dm.dataset.val_is_test = True
+    with pytest.raises(ConfigError, match="validation split is its test set"):
+        trainer.train()
+    probe = build("LinearProbeCLIP", data_root, tmp_path / "b")
+    probe.dm.dataset.val_is_test = True
+    with pytest.raises(ConfigError, match="C cannot be chosen"):
+        probe.train()
+
+
+def test_linear_probe_follows_coops_search_on_val(data_root, tmp_path, monkeypatch):
+    out = tmp_path / "lp"
+    trainer = build("LinearProbeCLIP", data_root, out, "TRAINER.LINEAR_PROBE.C_GRID", "[100.0, 0.01, 1e-06]", "TRAINER.LINEAR_PROBE.SEARCH_STEPS", "2")
+    seen = _record_splits(trainer, monkeypatch)
+    trainer.train()
+    assert set(seen) == {"train", "val"}
+    with open(out / "c_search.json", encoding="utf-8") as f:
+        record = json.load(f)
+    tried = record["tried"]
+    assert [t["C"] for t in tried[:3]] == [100.0, 0.01, 1e-06]
+    assert len(tried) == 3 + 2 * 2  # the grid, then two ends per bisection step
+    coarse = max(tried[:3], key=lambda t: t["val_accuracy"])  # first of the best, as np.argmax
+    assert tried[3]["C"] == pytest.approx(coarse["C"] / 10) and tried[4]["C"] == pytest.approx(coarse["C"] * 10)
+    assert record["best"] in [t["C"] for t in tried[-2:]]
+    # the deployed head reproduces scikit-learn's predictions at the chosen C
+    from clip_adapter.trainers.linear_probe import fit_logreg
+
+    xtr, ytr = trainer._numpy("train")
+    xte, _ = trainer._numpy("test")
+    clf = fit_logreg(xtr, ytr, record["best"], 1000)
+    logits, _ = trainer.predict("test")
+    assert torch.equal(logits.argmax(1), torch.as_tensor(clf.predict(xte)))
+
+
+def test_linear_probe_head_matches_sklearn_including_binary():
+    import numpy as np
+
+    from clip_adapter.trainers.linear_probe import as_linear, fit_logreg
+
+    rng = np.random.RandomState(0)
+    x = rng.randn(60, 5)
+    for labels, num_classes in ((rng.randint(0, 3, 60), 3), (rng.randint(0, 2, 60) * 2, 4)):
+        # the second case is binary with classes {0, 2} of 4: classes 1 and 3 must never win
+        clf = fit_logreg(x, labels, 1.0, 1000)
+        head = as_linear(clf, num_classes, 5)
+        pred = head(torch.as_tensor(x, dtype=torch.float32)).argmax(1).numpy()
+        assert (pred == clf.predict(x)).all()
+
+
+# ---------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (("TRAINER.CLIP_ADAPTER.TYPE", "textual"), "TYPE must be one of visual, text, both"),
+        (("TRAINER.CLIP_ADAPTER.RATIO", "1.5"), r"RATIO must be an alpha in \[0, 1\]"),
+        (("TRAINER.CLIP_ADAPTER.REDUCTION", "1000"), "REDUCTION"),
+        (("TRAINER.CLIP_ADAPTER.SEARCH_RATIOS", "[0.2, 2.0]"), "SEARCH_RATIOS"),
+    ],
+)
+def test_bad_clip_adapter_settings_fail_with_one_line(opts, message, run_train, tmp_path, capsys):
+    assert run_train(tmp_path / "bad", "CLIP_Adapter", *opts) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert re.search(message, err[0]), err[0]
+
+
+def test_ratio_table_lookup():
+    from clip_adapter.trainers.clip_adapter import resolve_ratio
+
+    cfg = get_cfg_default()
+    cfg.DATASET.NAME = "DescribableTextures"
+    assert resolve_ratio(cfg) == (0.2, "TRAINER.CLIP_ADAPTER.RATIO")
+    cfg.TRAINER.CLIP_ADAPTER.RATIO = -1.0
+    with pytest.raises(ConfigError, match="no entry for 'DescribableTextures'"):
+        resolve_ratio(cfg)
+    cfg.merge_from_file(trainer_cfg("CLIP_Adapter", "rn50"))
+    assert resolve_ratio(cfg) == (0.6, "TRAINER.CLIP_ADAPTER.RATIO_TABLE.DescribableTextures")
+    cfg.DATASET.NAME = "MyOwnData"
+    assert resolve_ratio(cfg)[0] == 0.2
+
+
+def test_backbone_configs_share_one_alpha_table():
+    tables = []
+    for name in ("rn50", "rn101", "vit_b32", "vit_b16"):
+        cfg = get_cfg_default()
+        cfg.merge_from_file(trainer_cfg("CLIP_Adapter", name))
+        assert cfg.TRAINER.CLIP_ADAPTER.RATIO < 0 and cfg.OPTIM.MAX_EPOCH == 200
+        tables.append(dict(cfg.TRAINER.CLIP_ADAPTER.RATIO_TABLE))
+    assert all(t == tables[0] for t in tables)
+    assert {"ImageNet", "Caltech101", "DescribableTextures", "EuroSAT", "DEFAULT"} <= set(tables[0])

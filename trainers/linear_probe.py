@@ -1,0 +1,157 @@
+"""Linear-probe CLIP: L2-regularised logistic regression (scikit-learn) on frozen image features.
+
+CoOp's linear-probe protocol (its ``lpclip/``): raw image features of the training images under the
+deterministic test transform, scikit-learn's ``LogisticRegression(lbfgs, max_iter=1000)``, and the
+inverse regularisation strength C chosen on the validation split: first over a coarse grid
+(1e6 .. 1e-6), then ``SEARCH_STEPS`` bisection steps in log space around the best value, each step
+keeping the better of its two ends, as CoOp's script does. The test split is never looked at.
+Every C tried and its validation accuracy is logged and written to ``<out>/c_search.json``.
+
+The fitted classifier is copied into a ``torch.nn.Linear`` registered as ``linear_probe``, so it is
+saved and loaded like every other trainer's weights (``--eval-only --model-dir``, no pickle).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from clip_adapter.engine.checkpoint import epoch_name
+from clip_adapter.errors import ConfigError
+from clip_adapter.registry import TRAINERS
+from clip_adapter.trainers.clip_base import ClipTrainer
+from clip_adapter.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MODULE = "linear_probe"
+SEARCH_FILE = "c_search.json"
+
+
+def fit_logreg(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
+    """One scikit-learn fit; convergence warnings are expected at extreme C and only counted."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter).fit(x, y)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        log.debug("C=%g: lbfgs did not converge in %d iterations", c, max_iter)
+    return clf
+
+
+def as_linear(clf, num_classes: int, dim: int) -> nn.Linear:
+    """A fitted classifier as ``Linear(dim, num_classes)`` with the same argmax as ``clf.predict``.
+
+    Rows follow ``clf.classes_``; a binary problem (one coefficient row, class 1 iff w.x + b > 0)
+    becomes the logits ``[0, w.x + b]``; a class absent from training can never be predicted.
+    """
+    weight = torch.zeros(num_classes, dim)
+    bias = torch.full((num_classes,), float("-inf"))
+    coef = torch.as_tensor(clf.coef_, dtype=torch.float32)
+    intercept = torch.as_tensor(clf.intercept_, dtype=torch.float32)
+    classes = [int(c) for c in clf.classes_]
+    if len(classes) == 2 and coef.shape[0] == 1:
+        bias[classes[0]] = 0.0
+        weight[classes[1]], bias[classes[1]] = coef[0], intercept[0]
+    else:
+        for row, label in enumerate(classes):
+            weight[label], bias[label] = coef[row], intercept[row]
+    missing = sorted(set(range(num_classes)) - set(classes))
+    if missing:
+        log.warning("classes %s have no training images: the linear probe never predicts them", missing)
+    head = nn.Linear(dim, num_classes)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
+
+
+@TRAINERS.register()
+class LinearProbeCLIP(ClipTrainer):
+    """Logistic regression on frozen CLIP image features, C chosen on val (TRAINER.LINEAR_PROBE.*)."""
+
+    @classmethod
+    def transfer_blocker(cls, cfg) -> Optional[str]:
+        return "its weights are one classifier row per training class"
+
+    def build_head(self) -> None:
+        self.head = nn.Linear(int(self.clip_info.embed_dim), len(self.classnames)).to(self.device)
+        self.register_model(MODULE, self.head)
+
+    def logits(self, image_feats: torch.Tensor) -> torch.Tensor:
+        return self.head(image_feats.float())
+
+    # ----------------------------------------------------------------- fit
+    def train(self) -> None:
+        """One closed-form-style fit instead of epochs; saved as epoch 1 (``model.pth.tar-1``)."""
+        if self.start_epoch >= 1:
+            log.info("Linear probe already fitted (resumed)")
+            return
+        node = self.cfg.TRAINER.LINEAR_PROBE
+        grid = [float(c) for c in node.C_GRID]
+        if not grid or any(not c > 0 for c in grid):
+            raise ConfigError(f"TRAINER.LINEAR_PROBE.C_GRID must list positive C values, got {list(node.C_GRID)}")
+        steps = int(node.SEARCH_STEPS)
+        max_iter = int(node.MAX_ITER)
+        t0 = time.time()
+        xtr, ytr = self._numpy("train")
+        if len(grid) == 1 and steps == 0:
+            c_best, tried = grid[0], []
+            log.info("Linear probe: fixed C=%g (no search)", c_best)
+            clf = fit_logreg(xtr, ytr, c_best, max_iter)
+        else:
+            self.require_validation("C", "fix it with TRAINER.LINEAR_PROBE.C_GRID \"[<C>]\" TRAINER.LINEAR_PROBE.SEARCH_STEPS 0")
+            c_best, clf, tried = self._search(xtr, ytr, grid, steps, max_iter)
+        self.head.load_state_dict(as_linear(clf, len(self.classnames), xtr.shape[1]).state_dict())
+        self.head.to(self.device)
+        atomic_write_json(os.path.join(self.output_dir, SEARCH_FILE), {
+            "knob": "C (sklearn LogisticRegression, L2)",
+            "selected_on": "val",
+            "tried": [{"C": c, "val_accuracy": a, "stage": s} for c, a, s in tried],
+            "best": c_best,
+        })
+        self.train_time = time.time() - t0
+        log.info("Linear probe fitted with C=%g on %d images in %.1fs", c_best, len(ytr), self.train_time)
+        self.save_model(0, epoch_name(1))
+        self.start_epoch = 1
+
+    def _numpy(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
+        feats, labels = self.split_features(split)  # deterministic view, raw features
+        return feats.numpy().astype(np.float64), labels.numpy()
+
+    def _search(self, xtr, ytr, grid: List[float], steps: int, max_iter: int):
+        """CoOp's search: the best of the coarse grid, then log-space bisection of [C/10, 10C]."""
+        xval, yval = self._numpy("val")
+        tried: List[Tuple[float, float, str]] = []
+        fits: Dict[float, object] = {}
+
+        def score(c: float, stage: str) -> float:
+            if c not in fits:
+                fits[c] = fit_logreg(xtr, ytr, c, max_iter)
+            clf = fits[c]
+            acc = 100.0 * float(np.mean(clf.predict(xval) == yval))
+            tried.append((c, acc, stage))
+            log.info("C search (%s): C=%-10.4g val accuracy %.2f%%", stage, c, acc)
+            return acc
+
+        accs = [score(c, "grid") for c in grid]
+        best = grid[int(np.argmax(accs))]  # ties: the first in the grid, as np.argmax in CoOp's script
+        left, right = best / 10.0, best * 10.0
+        for step in range(steps):
+            acc_left, acc_right = score(left, f"step {step + 1}"), score(right, f"step {step + 1}")
+            lo, hi = math.log10(left), math.log10(right)
+            if acc_left < acc_right:
+                best, left, right = right, 10 ** ((lo + hi) / 2), right
+            else:
+                best, left, right = left, left, 10 ** ((lo + hi) / 2)
+        log.info("C search: chose C=%g on the validation split (%d fits)", best, len(fits))
+        return best, fits[best], tried
