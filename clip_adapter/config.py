@@ -332,13 +332,15 @@ def setup_cfg(
     cli: dict | None = None,
     opts: Iterable[str] = (),
     extra_defaults=None,
+    base: CN | None = None,
 ) -> CN:
     """Build the frozen run config: defaults <- dataset YAML <- trainer YAML <- CLI flags <- opts.
 
     ``cli`` maps config keys to values that the CLI flags set (``--root`` -> ``DATASET.ROOT``);
     ``None`` values are skipped so an absent flag never overrides a file (and ``--seed 0`` does).
+    ``base`` replaces this project's defaults (``--engine dassl``: Dassl's, extended with ours).
     """
-    cfg = get_cfg_default()
+    cfg = base if base is not None else get_cfg_default()
     if extra_defaults is not None:
         extra_defaults(cfg)
     if dataset_config_file:

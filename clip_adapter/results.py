@@ -51,6 +51,8 @@ SCRIPT_KEYS = (
     "OUTPUT_DIR",
     "RESUME",
     "TRAINER.NAME",
+    "EXPERIMENT.SOURCE",
+    "EXPERIMENT.SWEEP_KEY",
 )
 # Keys that do not change a run's numbers, so they do not make a new variant (folder, table row).
 NEUTRAL_KEYS = (
@@ -151,10 +153,13 @@ class Method:
     config: str
     backbone: str
     variant: str
+    # INPUT.PRESET (test-time resize: clip | coop); runs that differ in it are never averaged together,
+    # and the tables get a Preset column when they differ.
+    preset: str = ""
 
     def sort_key(self) -> tuple:
         rank = METHOD_ORDER.index(self.trainer) if self.trainer in METHOD_ORDER else len(METHOD_ORDER)
-        return (rank, self.trainer, self.config, self.backbone, self.variant)
+        return (rank, self.trainer, self.config, self.backbone, self.variant, self.preset)
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,17 @@ class Run:
     training_free: bool
     eval_only: bool
     model_dir: str
+    # Transfer evaluations (xd_test.sh, base-to-novel tests): the dataset the model was trained on,
+    # with how many shots, and the relation of the classes (see clip_adapter/engine/transfer.py).
+    source: str = ""
+    source_shots: Optional[int] = None
+    relation: str = ""
+    test_only: bool = False
+    # Ablation runs (ablation.sh): the swept config key, this run's value of it (as given) and the
+    # variant of the opts held fixed (the method an ablation table is about).
+    sweep_key: str = ""
+    sweep_value: str = ""
+    sweep_fixed: str = ""
 
 
 REQUIRED = ("trainer", "dataset", "accuracy", "seed", "shots")
@@ -189,10 +205,14 @@ def _run_from(record: dict, path: str) -> Run:
         config=re.sub(r"_ep\d+$", "", str(record.get("config") or "")),
         backbone=str(record.get("backbone") or ""),
         variant=variant_suffix(record.get("opts") or []),
+        preset=str(record.get("preset") or ""),
     )
+    dataset = str(record["dataset"])
+    if dataset == "Custom" and record.get("dataset_config"):
+        dataset = str(record["dataset_config"])  # every own dataset is "Custom": its config file names it
     return Run(
         path=path,
-        dataset=str(record["dataset"]),
+        dataset=dataset,
         method=method,
         shots=int(record["shots"]),
         seed=int(record["seed"]),
@@ -202,7 +222,27 @@ def _run_from(record: dict, path: str) -> Run:
         training_free=int(record.get("epochs", 1) or 0) == 0,
         eval_only=bool(record.get("eval_only", False)),
         model_dir=str(record.get("model_dir") or ""),
+        **_experiment_fields(record),
     )
+
+
+def _experiment_fields(record: dict) -> dict:
+    """The transfer and ablation bookkeeping of a results.json (absent in files from before it existed)."""
+    source = record.get("source") if isinstance(record.get("source"), dict) else {}
+    key = str(record.get("sweep_key") or "")
+    opts = _pairs(record.get("opts") or [], "opts")
+    value = opts.pop(key, "") if key else ""
+    if key and not value:
+        raise ValueError(f"sweep_key {key} is not among its opts")
+    return {
+        "source": str(source.get("dataset") or ""),
+        "source_shots": None if source.get("shots") is None else int(source["shots"]),
+        "relation": str(source.get("relation") or ""),
+        "test_only": bool(record.get("test_only", False)),
+        "sweep_key": key,
+        "sweep_value": str(value),
+        "sweep_fixed": variant_suffix([x for kv in opts.items() for x in kv]) if key else "",
+    }
 
 
 def load_runs(root: str) -> Tuple[List[Run], List[str]]:
@@ -299,8 +339,10 @@ class Base2NewRow:
 
 
 def is_fewshot(run: Run) -> bool:
-    """All classes, and not an evaluation of a model trained elsewhere (cross-dataset, base-to-novel)."""
-    return run.subsample == "all" and not (run.eval_only and run.model_dir)
+    """All classes, and not an evaluation of a model trained elsewhere (cross-dataset, base-to-novel),
+    nor a transfer target (test-only datasets), nor an ablation run (those have their own tables)."""
+    return (run.subsample == "all" and not (run.eval_only and run.model_dir) and not run.source
+            and not run.test_only and not run.sweep_key)
 
 
 def fewshot_tables(runs: Sequence[Run], problems: List[str]) -> List[FewShotTable]:
@@ -366,6 +408,128 @@ def base2new_rows(runs: Sequence[Run], problems: List[str]) -> List[Base2NewRow]
     return out
 
 
+# ------------------------------------------------- transfer and ablations
+# Distribution-shift targets in the order papers print them; other test-only targets follow alphabetically.
+SHIFT_ORDER = ["ImageNetV2", "ImageNetSketch", "ImageNetA", "ImageNetR", "SmokeGray", "SmokeInvert", "SmokeBlur", "SmokeSubset"]
+SHIFT, CROSS = "distribution_shift", "cross_dataset"
+# Swept values that are names, in the paper's order (numbers sort numerically, other names alphabetically).
+VALUE_ORDER = {"TRAINER.CLIP_ADAPTER.TYPE": ["visual", "text", "both"]}
+
+
+@dataclass
+class TransferTable:
+    """Source + targets + the average of the targets, one row per method (CoCoOp's Tables 2 and 3).
+
+    ``kind`` is SHIFT for test-only targets (ImageNet's classes or a subset of them, other images)
+    and CROSS for other datasets. The source cell is the method's few-shot run on the source; a
+    training-free method's cells are its runs on each dataset, whatever the source.
+    """
+
+    kind: str
+    source: str
+    shots: Optional[int]
+    targets: List[str]
+    rows: List[Tuple[Method, Optional[Stat], Dict[str, Optional[Stat]], Optional[float]]]
+
+
+def is_transfer(run: Run) -> bool:
+    """An evaluation on another dataset than the model's source (not base-to-novel)."""
+    return bool(run.source) and run.subsample == "all" and run.dataset != run.source
+
+
+def _ordered_targets(kind: str, names: Iterable[str]) -> List[str]:
+    names = set(names)
+    if kind == SHIFT:
+        known = [d for d in SHIFT_ORDER if d in names]
+        return known + sorted(names - set(known))
+    return _ordered_datasets(names)
+
+
+def transfer_tables(runs: Sequence[Run], problems: List[str]) -> List[TransferTable]:
+    """One table per (kind, source, shots) found among the transfer evaluations."""
+    transfers = [r for r in runs if is_transfer(r)]
+    fewshot = [r for r in runs if is_fewshot(r)]
+    groups: Dict[tuple, List[Run]] = defaultdict(list)
+    for r in transfers:
+        groups[(SHIFT if r.test_only else CROSS, r.source)].append(r)
+    tables = []
+    for (kind, source), group in sorted(groups.items(), key=lambda kv: (kv[0][0] != SHIFT, kv[0][1])):
+        targets = _ordered_targets(kind, (r.dataset for r in group))
+        free = sorted({r.method for r in group if r.training_free}, key=Method.sort_key)
+        shot_counts: List[Optional[int]] = sorted({r.source_shots for r in group if not r.training_free and r.source_shots is not None}) or [None]
+        for shots in shot_counts:
+            trained = sorted({r.method for r in group if not r.training_free and r.source_shots == shots}, key=Method.sort_key)
+            rows = []
+            for m in free + trained:
+                mine = [r for r in group if r.method == m and (m in free or r.source_shots == shots)]
+                at_source = [r for r in fewshot if r.method == m and r.dataset == source and (m in free or r.shots == shots)]
+                label = label_of(m)
+                src = _per_seed(at_source, f"{label} on {source} (source)", problems)
+                cells = {d: _per_seed([r for r in mine if r.dataset == d], f"{label}: {source} -> {d}", problems) for d in targets}
+                present = [s.mean for s in cells.values() if s is not None]
+                rows.append((m, src, cells, statistics.fmean(present) if len(present) == len(targets) else None))
+            tables.append(TransferTable(kind, source, shots, targets, rows))
+    problems[:] = list(OrderedDict.fromkeys(problems))
+    return tables
+
+
+@dataclass
+class AblationTable:
+    """One swept key for one method (its fixed opts in ``method.variant``): rows = values, columns = datasets."""
+
+    key: str
+    method: Method
+    shots: int
+    datasets: List[str]
+    rows: List[Tuple[str, Dict[str, Optional[Stat]], Optional[float]]]
+
+    def numeric(self) -> bool:
+        return all(_as_number(v) is not None for v, _, _ in self.rows)
+
+
+def _as_number(value: str) -> Optional[float]:
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _value_order(key: str, values: Iterable[str]) -> List[str]:
+    values = list(OrderedDict.fromkeys(values))
+    if all(_as_number(v) is not None for v in values):
+        return sorted(values, key=lambda v: _as_number(v))
+    known = VALUE_ORDER.get(key, [])
+    return sorted(values, key=lambda v: (known.index(v) if v in known else len(known), v))
+
+
+def ablation_tables(runs: Sequence[Run], problems: List[str]) -> List[AblationTable]:
+    """Every ablation.sh sweep: grouped by key, method (with the opts held fixed) and shots."""
+    sweeps = [r for r in runs if r.sweep_key and r.subsample == "all" and not r.source]
+    groups: Dict[tuple, List[Run]] = defaultdict(list)
+    for r in sweeps:
+        method = Method(r.method.trainer, r.method.config, r.method.backbone, r.sweep_fixed, r.method.preset)
+        groups[(r.sweep_key, method, r.shots)].append(r)
+    tables = []
+    for (key, method, shots), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1].sort_key(), kv[0][2])):
+        datasets = _ordered_datasets(r.dataset for r in group)
+        # "0" and "0.0" are one setting: group numbers by value, show the first spelling met.
+        spelling: Dict[object, str] = {}
+        for r in sorted(group, key=lambda r: r.path):
+            spelling.setdefault(_as_number(r.sweep_value) if _as_number(r.sweep_value) is not None else r.sweep_value, r.sweep_value)
+        canon = lambda v: _as_number(v) if _as_number(v) is not None else v  # noqa: E731
+        rows = []
+        for value in _value_order(key, spelling.values()):
+            cells = {}
+            for d in datasets:
+                cell = [r for r in group if r.dataset == d and canon(r.sweep_value) == canon(value)]
+                cells[d] = _per_seed(cell, f"{label_of(method)} {key}={value} on {d} ({shots} shots)", problems)
+            present = [s.mean for s in cells.values() if s is not None]
+            rows.append((value, cells, statistics.fmean(present) if len(present) == len(datasets) else None))
+        tables.append(AblationTable(key, method, shots, datasets, rows))
+    return tables
+
+
 # ---------------------------------------------------------------- published
 @dataclass(frozen=True)
 class Published:
@@ -400,11 +564,15 @@ def _norm_backbone(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def published_lookup(figures: List[dict], sources: Dict[str, dict]):
-    """A function (method, dataset, shots) -> Published or None, preferring primary sources."""
+def published_lookup(figures: List[dict], sources: Dict[str, dict], setting: str = "fewshot", source_dataset: str = ""):
+    """A function (method, dataset, shots) -> Published or None, preferring primary sources.
+
+    ``setting``: the figures' "setting" (fewshot, distribution_shift, cross_dataset); for the
+    transfer settings ``source_dataset`` selects the figures of models trained on that dataset.
+    """
     index: Dict[tuple, List[Published]] = defaultdict(list)
     for fig in figures:
-        if fig["setting"] != "fewshot":
+        if fig["setting"] != setting or (source_dataset and fig.get("source_dataset") != source_dataset):
             continue
         src = sources[fig["source"]]
         key = (fig["method"], fig["dataset"], _norm_backbone(fig["backbone"]), fig.get("shots"))
@@ -425,12 +593,27 @@ def label_of(m: Method, show_backbone: bool = False) -> str:
     return f"{text} [{m.backbone}]" if show_backbone else text
 
 
-def _labeller(methods: Iterable[Method]):
-    """Show the backbone only where one trainer/config/variant was run with several backbones."""
+def _labeller(methods: Iterable[Method], with_preset: bool = False):
+    """Show the backbone only where one trainer/config/variant was run with several backbones.
+
+    ``with_preset`` (the plot's legend, which has no Preset column) appends the preset when runs differ in it.
+    """
+    methods = list(methods)
     seen: Dict[tuple, set] = defaultdict(set)
     for m in methods:
         seen[(m.trainer, m.config, m.variant)].add(m.backbone)
-    return lambda m: label_of(m, show_backbone=len(seen[(m.trainer, m.config, m.variant)]) > 1)
+    presets = with_preset and show_preset(methods)
+
+    def label(m: Method) -> str:
+        text = label_of(m, show_backbone=len(seen[(m.trainer, m.config, m.variant)]) > 1)
+        return f"{text} preset={m.preset or '?'}" if presets else text
+
+    return label
+
+
+def show_preset(methods: Iterable[Method]) -> bool:
+    """Whether the runs differ in INPUT.PRESET (then the tables show a Preset column)."""
+    return len({m.preset for m in methods}) > 1
 
 
 def fmt_stat(stat: Optional[Stat], expected: int = EXPECTED_SEEDS) -> str:
@@ -465,16 +648,17 @@ def render_tables(runs: Sequence[Run], fmt: str = "github", published: bool = Fa
     tables = fewshot_tables(runs, problems)
     b2n = base2new_rows(runs, problems)
     label = _labeller([r.method for r in runs])
+    presets = show_preset(r.method for r in runs)
     find = None
     if published:
         figures, sources = load_published(published_path)
         find = published_lookup(figures, sources)
     parts = []
     for t in tables:
-        headers = ["Method"] + t.datasets + (["Average"] if len(t.datasets) > 1 else [])
+        headers = ["Method"] + (["Preset"] if presets else []) + t.datasets + (["Average"] if len(t.datasets) > 1 else [])
         body = []
         for m, row, avg in t.rows:
-            line = [label(m)] + [fmt_stat(row[d], expected_seeds) for d in t.datasets]
+            line = [label(m)] + ([m.preset or "?"] if presets else []) + [fmt_stat(row[d], expected_seeds) for d in t.datasets]
             if len(t.datasets) > 1:
                 done = sum(s is not None for s in row.values())
                 line.append(_fmt(avg) if avg is not None else f"missing ({done}/{len(t.datasets)})")
@@ -485,20 +669,87 @@ def render_tables(runs: Sequence[Run], fmt: str = "github", published: bool = Fa
         if find is not None:
             parts.append(_published_table(t, find, sources, label, fmt, expected_seeds))
     if b2n:
-        headers = ["Method", "Dataset", "Base", "New", "HM"]
+        headers = ["Method"] + (["Preset"] if presets else []) + ["Dataset", "Base", "New", "HM"]
         body = []
         for r in b2n:
+            head = [label(r.method)] + ([r.method.preset or "?"] if presets else [])
             if r.dataset == "Average":
-                body.append([label(r.method), "Average", _fmt(r.base_mean), _fmt(r.new_mean), _fmt(r.hm)])
+                body.append(head + ["Average", _fmt(r.base_mean), _fmt(r.new_mean), _fmt(r.hm)])
             else:
-                body.append([label(r.method), r.dataset, fmt_stat(r.base, expected_seeds), fmt_stat(r.new, expected_seeds), _fmt(r.hm)])
+                body.append(head + [r.dataset, fmt_stat(r.base, expected_seeds), fmt_stat(r.new, expected_seeds), _fmt(r.hm)])
         parts.append(_title("Base-to-novel top-1 accuracy (%): Base and New mean ± std over seeds, HM of the seed means", fmt))
         parts.append(tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True) + "\n")
         if published:
             parts.append("No published CLIP-Adapter base-to-novel figures exist to compare with (none were found).\n")
+    for t in transfer_tables(runs, problems):
+        parts.append(_render_transfer(t, fmt, expected_seeds))
+        if published:
+            parts.append(_published_transfer(t, published_path, fmt, expected_seeds))
+    for t in ablation_tables(runs, problems):
+        parts.append(_render_ablation(t, fmt, expected_seeds))
     if not parts:
-        raise UserError("no few-shot or base-to-novel results found among the results.json files")
+        raise UserError("no few-shot, base-to-novel, transfer or ablation results found among the results.json files")
     return "\n".join(parts), problems
+
+
+TRANSFER_TITLES = {
+    SHIFT: "Distribution shift: trained on {source} ({shots}), tested on shifted test sets of its classes",
+    CROSS: "Cross-dataset transfer: trained on {source} ({shots}), tested on other datasets",
+}
+
+
+def _render_transfer(t: TransferTable, fmt: str, expected_seeds: int) -> str:
+    label = _labeller([m for m, *_ in t.rows], with_preset=True)
+    headers = ["Method", f"{t.source} (source)"] + t.targets + ["Average (targets)"]
+    body = []
+    for m, src, cells, avg in t.rows:
+        done = sum(s is not None for s in cells.values())
+        body.append([label(m), fmt_stat(src, expected_seeds)] + [fmt_stat(cells[d], expected_seeds) for d in t.targets]
+                    + [_fmt(avg) if avg is not None else f"missing ({done}/{len(t.targets)})"])
+    title = TRANSFER_TITLES[t.kind].format(source=t.source, shots=_shots_name(t.shots))
+    return _title(f"{title}: top-1 accuracy (%), mean ± std over seeds (n shown when not {expected_seeds})", fmt) + "\n" + \
+        tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True) + "\n"
+
+
+def _published_transfer(t: TransferTable, published_path: str, fmt: str, expected_seeds: int) -> str:
+    figures, sources = load_published(published_path)
+    find = published_lookup(figures, sources, setting=t.kind, source_dataset=t.source)
+    label = _labeller([m for m, *_ in t.rows], with_preset=True)
+    body, used = [], OrderedDict()
+    for m, src, cells, avg in t.rows:
+        ours_by = {t.source: src, **cells}
+        pubs = {d: find(m, d, t.shots) for d in [t.source] + t.targets}  # zero-shot figures have shots null
+        for d, pub in pubs.items():
+            if pub is None:
+                continue
+            used[pub.source] = pub.secondary
+            ours = ours_by[d]
+            delta = f"{ours.mean - pub.accuracy:+.2f}" if ours else "missing"
+            body.append([label(m), d + (" (source)" if d == t.source else ""), fmt_stat(ours, expected_seeds), f"{pub.accuracy:.2f}", delta, _source_name(pub)])
+        if all(pubs[d] is not None for d in t.targets):
+            pavg = statistics.fmean(pubs[d].accuracy for d in t.targets)
+            body.append([label(m), "Average (targets)", _fmt(avg), f"{pavg:.2f}", f"{avg - pavg:+.2f}" if avg is not None else "missing", ""])
+    kind = "distribution shift" if t.kind == SHIFT else "cross-dataset transfer"
+    if not body:
+        return f"(no published {kind} figures for these methods/backbones with source {t.source})\n"
+    table = tabulate(body, headers=["Method", "Dataset", "Ours", "Published", "Δ", "Source"], tablefmt=fmt, disable_numparse=True)
+    notes = "".join(f"\n{'%' if fmt.startswith('latex') else '-'} {sid}: {sources[sid]['citation']}" + (" [secondary]" if sec else "")
+                    for sid, sec in used.items())
+    return f"{_title(f'Published vs ours, {kind} from {t.source} (Δ = ours − published)', fmt)}\n{table}\n{notes}\n"
+
+
+def _render_ablation(t: AblationTable, fmt: str, expected_seeds: int) -> str:
+    headers = [t.key.rsplit(".", 1)[-1]] + t.datasets + (["Average"] if len(t.datasets) > 1 else [])
+    body = []
+    for value, cells, avg in t.rows:
+        line = [value] + [fmt_stat(cells[d], expected_seeds) for d in t.datasets]
+        if len(t.datasets) > 1:
+            done = sum(s is not None for s in cells.values())
+            line.append(_fmt(avg) if avg is not None else f"missing ({done}/{len(t.datasets)})")
+        body.append(line)
+    title = (f"Ablation of {t.key}: {label_of(t.method)}, {_shots_name(t.shots)}: top-1 accuracy (%), "
+             f"mean ± std over seeds (n shown when not {expected_seeds})")
+    return _title(title, fmt) + "\n" + tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True) + "\n"
 
 
 def _published_table(t: FewShotTable, find, sources: Dict[str, dict], label, fmt: str, expected_seeds: int) -> str:
@@ -539,7 +790,7 @@ def render_csv(runs: Sequence[Run], published: bool = False, published_path: str
         find = published_lookup(figures, sources)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["table", "method", "trainer", "config", "backbone", "variant", "dataset", "shots", "metric",
+    w.writerow(["table", "method", "trainer", "config", "backbone", "variant", "preset", "dataset", "shots", "metric",
                 "mean", "std", "n", "seeds", "published", "published_source", "delta"])
 
     def num(x):
@@ -547,7 +798,7 @@ def render_csv(runs: Sequence[Run], published: bool = False, published_path: str
 
     for t in fewshot_tables(runs, problems):
         for m, row, avg in t.rows:
-            base = [label(m), m.trainer, m.config, m.backbone, m.variant]
+            base = [label(m), m.trainer, m.config, m.backbone, m.variant, m.preset]
             shots = "" if t.shots is None else t.shots
             for d in t.datasets:
                 s = row[d]
@@ -559,10 +810,34 @@ def render_csv(runs: Sequence[Run], published: bool = False, published_path: str
             if len(t.datasets) > 1:
                 w.writerow(["fewshot", *base, "Average", shots, "accuracy", num(avg), "", "", "", "", "", ""])
     for r in base2new_rows(runs, problems):
-        base = [label(r.method), r.method.trainer, r.method.config, r.method.backbone, r.method.variant]
+        base = [label(r.method), r.method.trainer, r.method.config, r.method.backbone, r.method.variant, r.method.preset]
         for metric, stat, mean in (("base", r.base, r.base_mean), ("new", r.new, r.new_mean), ("hm", None, r.hm)):
             w.writerow(["base2new", *base, r.dataset, "", metric, num(mean), num(stat.std) if stat else "",
                         stat.n if stat else "", " ".join(map(str, stat.seeds)) if stat else "", "", "", ""])
+
+    def stat_cells(s: Optional[Stat]) -> list:
+        return [num(s.mean if s else None), num(s.std if s else None), s.n if s else 0, " ".join(map(str, s.seeds)) if s else ""]
+
+    for t in transfer_tables(runs, problems):
+        find = None
+        if published:
+            find = published_lookup(figures, sources, setting=t.kind, source_dataset=t.source)
+        shots = "" if t.shots is None else t.shots
+        for m, src, cells, avg in t.rows:
+            base = [label(m), m.trainer, m.config, m.backbone, m.variant, m.preset]
+            for d, s, metric in [(t.source, src, f"accuracy (source {t.source})")] + [(d, cells[d], f"accuracy (from {t.source})") for d in t.targets]:
+                pub = find(m, d, t.shots) if find else None
+                w.writerow([t.kind, *base, d, shots, metric, *stat_cells(s), num(pub.accuracy if pub else None),
+                            _source_name(pub) if pub else "", num(s.mean - pub.accuracy if (s and pub) else None)])
+            w.writerow([t.kind, *base, "Average (targets)", shots, f"accuracy (from {t.source})", num(avg), "", "", "", "", "", ""])
+    for t in ablation_tables(runs, problems):
+        for value, cells, avg in t.rows:
+            variant = variant_suffix([t.key, value]) + (f"_{t.method.variant}" if t.method.variant else "")
+            base = [label_of(t.method), t.method.trainer, t.method.config, t.method.backbone, variant, t.method.preset]
+            for d in t.datasets:
+                w.writerow(["ablation", *base, d, t.shots, f"accuracy ({t.key}={value})", *stat_cells(cells[d]), "", "", ""])
+            if len(t.datasets) > 1:
+                w.writerow(["ablation", *base, "Average", t.shots, f"accuracy ({t.key}={value})", num(avg), "", "", "", "", "", ""])
     return buf.getvalue(), problems
 
 
@@ -584,7 +859,7 @@ def plot_fewshot(runs: Sequence[Run], path: str, published: bool = False, publis
         find = published_lookup(figures, sources)
     datasets = tables[0].datasets
     panels = datasets + (["Average"] if len(datasets) > 1 else [])
-    label = _labeller([r.method for r in runs])
+    label = _labeller([r.method for r in runs], with_preset=True)
     methods = list(OrderedDict.fromkeys(m for t in tables for m, _, _ in t.rows))
     shots_all = [t.shots for t in tables]
     ncols = min(4, len(panels))
@@ -642,6 +917,52 @@ def plot_fewshot(runs: Sequence[Run], path: str, published: bool = False, publis
     return path
 
 
+def plot_ablation(runs: Sequence[Run], path: str) -> str:
+    """Accuracy against the swept value: one panel per ablation table, one line per dataset (and
+    their average), error bars = std over seeds. Numeric values sit on a linear axis, names side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = ablation_tables(runs, [])
+    if not tables:
+        raise UserError("nothing to plot: no ablation runs were found (scripts/ablation.sh writes them)")
+    ncols = min(3, len(tables))
+    nrows = math.ceil(len(tables) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.8 * nrows), squeeze=False)
+    for i, t in enumerate(tables):
+        ax = axes[i // ncols][i % ncols]
+        values = [v for v, _, _ in t.rows]
+        xs = [_as_number(v) for v in values] if t.numeric() else list(range(len(values)))
+        panels = t.datasets + (["Average"] if len(t.datasets) > 1 else [])
+        for panel in panels:
+            pts = [(x, _panel_point(cells, t.datasets, panel)) for x, (_, cells, _) in zip(xs, t.rows)]
+            pts = [(x, p) for x, p in pts if p is not None]
+            if not pts:
+                continue
+            style = dict(color="black", linestyle="--") if panel == "Average" else {}
+            ax.errorbar([x for x, _ in pts], [p[0] for p in pts], yerr=[p[1] for p in pts], label=panel,
+                        capsize=3, marker="o", markersize=4, linewidth=1.5, **style)
+        if not t.numeric():
+            ax.set_xticks(xs)
+            ax.set_xticklabels(values)
+            ax.set_xlim(-0.5, len(values) - 0.5)
+        ax.set_xlabel(t.key)
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(f"{label_of(t.method)}, {_shots_name(t.shots)}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    for k in range(len(tables), nrows * ncols):
+        axes[k // ncols][k % ncols].axis("off")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def _panel_point(row: Dict[str, Optional[Stat]], datasets: List[str], panel: str) -> Optional[Tuple[float, float]]:
     """(mean, std over seeds) of one dataset, or of the dataset average (per-seed averages of complete seeds)."""
     if panel != "Average":
@@ -673,6 +994,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", help="the folder the scripts wrote (e.g. output/)")
     p.add_argument("--format", default="github", help="csv (long format for spreadsheets) or any tabulate format: github, latex, plain, ...")
     p.add_argument("--plot", default=None, metavar="PNG", help="also write few-shot curves (accuracy vs shots) to this PNG")
+    p.add_argument("--plot-ablation", default=None, metavar="PNG", help="also write the ablations (accuracy vs the swept value) to this PNG")
     p.add_argument("--published", action="store_true", help="compare with the published figures (clip_adapter/published.json)")
     p.add_argument("--published-file", default=PUBLISHED_FILE, help="another published-numbers file in the same format")
     p.add_argument("--expected-seeds", type=int, default=EXPECTED_SEEDS, help="cells show n=<seeds> when it differs from this")
@@ -706,6 +1028,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.plot:
             plot_fewshot(runs, args.plot, args.published, args.published_file)
             log.info("Wrote %s", args.plot)
+        if args.plot_ablation:
+            plot_ablation(runs, args.plot_ablation)
+            log.info("Wrote %s", args.plot_ablation)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """Registered datasets (installed as ``clip_adapter.datasets``); importing this registers them all."""
-from clip_adapter.datasets import smoke  # noqa: F401
+from clip_adapter.datasets import custom, smoke  # noqa: F401  (your own data; the offline check)
+from clip_adapter.datasets import smoke_variants  # noqa: F401  (the offline transfer targets)
 from clip_adapter.datasets import (  # noqa: F401  (the CoOp benchmark and its ImageNet variants)
     caltech101,
     dtd,

@@ -184,12 +184,8 @@ def imagenet_label_map(wnids: Sequence[str], classnames: Mapping[str, str]) -> L
     return [position[w] for w in wnids]
 
 
-def drop_unreadable(*splits: Sequence[Datum], workers: int = 8) -> List[List[Datum]]:
-    """Decode every image once and drop the ones that fail (``DATASET.SKIP_BAD_IMAGES``), saying how many.
-
-    Without the flag a bad image stops the run at decode time with its path; with it the run goes
-    on without that image, and the log says which and how many were left out.
-    """
+def find_unreadable(paths: Sequence[str], workers: int = 8, desc: str = "checking images", min_progress: int = 1000) -> List[str]:
+    """The paths among ``paths`` that fail to decode (read exactly as a run reads them), in sorted order."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -203,17 +199,28 @@ def drop_unreadable(*splits: Sequence[Datum], workers: int = 8) -> List[List[Dat
         except DatasetError:
             return False
 
-    paths = sorted({d.impath for split in splits for d in split})
+    paths = sorted(set(paths))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ok = dict(zip(paths, tqdm(pool.map(_ok, paths), total=len(paths), desc="checking images", disable=len(paths) < 1000)))
-    bad = [p for p in paths if not ok[p]]
+        ok = list(tqdm(pool.map(_ok, paths), total=len(paths), desc=desc, disable=len(paths) < min_progress))
+    return [p for p, good in zip(paths, ok) if not good]
+
+
+def drop_unreadable(*splits: Sequence[Datum], workers: int = 8) -> List[List[Datum]]:
+    """Decode every image once and drop the ones that fail (``DATASET.SKIP_BAD_IMAGES``), saying how many.
+
+    Without the flag a bad image stops the run at decode time with its path; with it the run goes
+    on without that image, and the log says which and how many were left out.
+    """
+    paths = {d.impath for split in splits for d in split}
+    bad = find_unreadable(sorted(paths), workers)
     if bad:
         log.warning(
             "DATASET.SKIP_BAD_IMAGES: skipped %d unreadable image(s), e.g. %s", len(bad), ", ".join(bad[:3])
         )
     else:
         log.info("DATASET.SKIP_BAD_IMAGES: all %d images are readable", len(paths))
-    return [[d for d in split if ok[d.impath]] for split in splits]
+    bad_set = set(bad)
+    return [[d for d in split if d.impath not in bad_set] for split in splits]
 
 
 def load_mat(path: str, key: str):

@@ -8,17 +8,36 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from typing import Dict, List, Optional
+import shlex
+from typing import Dict, List
 
 from clip_adapter.data.build import drop_unreadable
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import load_or_sample_fewshot
-from clip_adapter.data.splits import check_images_exist, read_split, write_split
+from clip_adapter.data.splits import add_doctor_hint, check_images_exist, read_split, write_split
 from clip_adapter.data.subsample import subsample_classes
 from clip_adapter.data.templates import get_templates
 from clip_adapter.errors import DatasetError
 
 log = logging.getLogger(__name__)
+
+
+def duplicate_classnames(lab2cname: Dict[int, str]) -> Dict[str, List[int]]:
+    """Class names held by more than one label -> those labels (ImageNet's CLIP list: missile, sunglasses)."""
+    labels: Dict[str, List[int]] = {}
+    for label in sorted(lab2cname):
+        labels.setdefault(lab2cname[label], []).append(label)
+    return {name: labs for name, labs in labels.items() if len(labs) > 1}
+
+
+def with_classnames(items: List[Datum], names: Dict[int, str]) -> List[Datum]:
+    """``items`` with each label's class name taken from ``names`` (label -> name)."""
+    return [d if names.get(d.label, d.classname) == d.classname else Datum(d.impath, d.label, names[d.label], d.domain) for d in items]
+
+
+def describe_duplicates(shared: Dict[str, List[int]], limit: int = 5) -> str:
+    parts = [f"{name!r} (labels {', '.join(map(str, labs))})" for name, labs in list(shared.items())[:limit]]
+    return ", ".join(parts) + (f" and {len(shared) - limit} more" if len(shared) > limit else "")
 
 
 class DatasetBase:
@@ -47,14 +66,22 @@ class DatasetBase:
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
-        root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT or ""))
-        if not cfg.DATASET.ROOT:
-            raise DatasetError(f"DATASET.ROOT is empty: pass --root /path/to/datasets (or set DATA in the scripts) for {type(self).__name__}")
-        self.root = root
-        self.dataset_dir = os.path.join(root, type(self).dataset_dir)
-        self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
-        self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+        try:
+            self._build(cfg)
+        except DatasetError as exc:
+            # Every dataset error of a run ends with the doctor command for this dataset.
+            raise DatasetError(add_doctor_hint(str(exc), self.doctor_command())) from None
+
+    @classmethod
+    def at(cls, cfg) -> "DatasetBase":
+        """An instance with only its paths set (nothing read, nothing written): what the doctor inspects."""
+        obj = cls.__new__(cls)
+        obj.cfg = cfg
+        obj.locate(cfg)
+        return obj
+
+    def _build(self, cfg) -> None:
+        self.locate(cfg)
         self.prepare()
         splits = self.load_splits()
         train, val, test = splits["train"], splits["val"], splits["test"]
@@ -66,8 +93,10 @@ class DatasetBase:
             subset = load_or_sample_fewshot(
                 train, None if self.val_is_test else val, num_shots, int(cfg.SEED), self.split_fewshot_dir, self.image_dir
             )
-            train = subset["train"]
-            val = test if self.val_is_test else subset["val"]
+            # The split names the classes; a few-shot file only selects images (its names may predate a rename).
+            names = {d.label: d.classname for d in train + val}
+            train = with_classnames(subset["train"], names)
+            val = test if self.val_is_test else with_classnames(subset["val"], names)
         if self.test_only:
             train, val, test = subsample_classes(test, test, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         else:
@@ -78,8 +107,32 @@ class DatasetBase:
         self.val: List[Datum] = val
         self.test: List[Datum] = test
         self._lab2cname = self._build_lab2cname(test if self.test_only else train)
+        shared = duplicate_classnames(self._lab2cname)
+        if shared:
+            log.warning(
+                "%s: %d class name(s) shared by several labels: %s. They stay separate classes (the text "
+                "classifier is positional, one row per label), but their prompts are identical, so a "
+                "prompt-only classifier cannot tell them apart (as in CLIP's evaluation)",
+                type(self).__name__, len(shared), describe_duplicates(shared),
+            )
 
     # -------------------------------------------------------------- hooks
+    def locate(self, cfg) -> None:
+        """Set ``root``, ``dataset_dir``, ``image_dir``, ``split_path`` and ``split_fewshot_dir`` from the config; reads nothing."""
+        if not cfg.DATASET.ROOT:
+            raise DatasetError(f"DATASET.ROOT is empty: pass --root /path/to/datasets (or set DATA in the scripts) for {type(self).__name__}")
+        root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        self.root = root
+        self.dataset_dir = os.path.join(root, type(self).dataset_dir)
+        self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
+        self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
+
+    def doctor_command(self) -> str:
+        """The doctor command that checks this dataset (printed with every dataset error)."""
+        root = getattr(self, "root", "") or os.path.abspath(os.path.expanduser(self.cfg.DATASET.ROOT or "")) or "$DATA"
+        return f"python -m clip_adapter.data.doctor {type(self).__name__} --root {shlex.quote(root)}"
+
     def prepare(self) -> None:
         """Make sure the files are there (downloading first when DATASET.DOWNLOAD), else fail naming the path."""
         if getattr(self.cfg.DATASET, "DOWNLOAD", False):
@@ -98,12 +151,18 @@ class DatasetBase:
 
         download_dataset(type(self), self.root)
 
-    def load_splits(self) -> Dict[str, List[Datum]]:
+    def load_splits(self, write: bool = True, check_exists: bool = True) -> Dict[str, List[Datum]]:
+        """The split file's train/val/test, else ``build_split()``'s (then saved as the split file).
+
+        ``write=False, check_exists=False`` is the doctor's read-only look: nothing is written and
+        missing images are counted by the caller instead of raising.
+        """
         if self.split_path and os.path.isfile(self.split_path):
-            return read_split(self.split_path, self.image_dir)
+            return read_split(self.split_path, self.image_dir, check_exists=check_exists)
         splits = self.build_split()
-        check_images_exist(f"the {type(self).__name__} annotations", splits)
-        if self.split_path:
+        if check_exists:
+            check_images_exist(f"the {type(self).__name__} annotations", splits)
+        if self.split_path and write:
             write_split(splits, self.split_path, self.image_dir)
             log.info("Saved split to %s", self.split_path)
         return splits

@@ -53,6 +53,22 @@ def fewshot_path(split_fewshot_dir: str, num_shots: int, seed: int) -> str:
     return os.path.join(split_fewshot_dir, f"shot_{num_shots}-seed_{seed}.json")
 
 
+def read_fewshot(path: str, names: Sequence[str], path_prefix: str) -> Dict[str, List[Datum]]:
+    """A stored few-shot subset (the ``names`` splits of it); an unreadable file names itself."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        return {name: [Datum(os.path.join(path_prefix, p), int(lab), cname) for p, lab, cname in raw[name]] for name in names}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, ValueError, TypeError) as exc:
+        raise DatasetError(f"few-shot file {path} is unreadable ({type(exc).__name__}: {exc}); delete it to resample") from None
+
+
+def stale_fewshot(subset: Dict[str, List[Datum]], train: Sequence[Datum], val: Optional[Sequence[Datum]]) -> List[str]:
+    """Images of a stored subset that the current split does not hold (with that label): it was made from another split."""
+    known = {(d.impath, d.label) for d in train} | {(d.impath, d.label) for d in (val or [])}
+    return [d.impath for items in subset.values() for d in items if (d.impath, d.label) not in known]
+
+
 def load_or_sample_fewshot(
     train: List[Datum], val: Optional[List[Datum]], num_shots: int, seed: int, split_fewshot_dir: str, path_prefix: str
 ) -> Dict[str, List[Datum]]:
@@ -65,17 +81,8 @@ def load_or_sample_fewshot(
     names = ("train", "val") if val is not None else ("train",)
     path = fewshot_path(split_fewshot_dir, num_shots, seed)
     if os.path.isfile(path):
-        try:
-            with open(path, encoding="utf-8") as f:
-                raw = json.load(f)
-            subset = {
-                name: [Datum(os.path.join(path_prefix, p), int(lab), cname) for p, lab, cname in raw[name]]
-                for name in names
-            }
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
-            raise DatasetError(f"few-shot file {path} is unreadable ({exc}); delete it to resample") from None
-        known = {d.impath for d in train} | {d.impath for d in (val or [])}
-        stale = [d.impath for name in names for d in subset[name] if d.impath not in known]
+        subset = read_fewshot(path, names, path_prefix)
+        stale = stale_fewshot(subset, train, val)
         if stale:
             raise DatasetError(
                 f"few-shot file {path} lists {len(stale)} image(s) not in the current split (e.g. {stale[0]}); "

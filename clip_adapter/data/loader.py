@@ -9,6 +9,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from clip_adapter.data.datum import Datum
+from clip_adapter.data.splits import DOCTOR
 from clip_adapter.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def read_image(path: str) -> Image.Image:
     except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
         raise DatasetError(
             f"cannot read image {path} ({type(exc).__name__}: {exc}); replace or remove it "
-            "(run `python -m clip_adapter.data.doctor` to list every unreadable file)"
+            f"(`{DOCTOR} <dataset> --root <DATA>` lists every unreadable file; DATASET.SKIP_BAD_IMAGES True skips them)"
         ) from None
 
 

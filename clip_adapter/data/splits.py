@@ -7,18 +7,35 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from clip_adapter.data.datum import Datum
 from clip_adapter.errors import DatasetError
 from clip_adapter.utils import atomic_write_text
 
 SPLIT_NAMES = ("train", "val", "test")
-DOCTOR_HINT = "run `python -m clip_adapter.data.doctor` to diagnose"
+DOCTOR = "python -m clip_adapter.data.doctor"
+# The generic pointer (used where the dataset is unknown, e.g. an image failing to decode).
+DOCTOR_HINT = f"run `{DOCTOR}` to diagnose"
 
 
-def read_split(filepath: str, path_prefix: str, check_exists: bool = True) -> Dict[str, List[Datum]]:
-    """Read a split file; every malformed entry or missing image is reported with the file's name."""
+def add_doctor_hint(message: str, command: str = DOCTOR) -> str:
+    """``message`` ending with the doctor command (``command`` names the dataset and root); said once."""
+    if DOCTOR_HINT in message:
+        message = message.replace(DOCTOR_HINT, f"run `{command}` to diagnose")
+    elif DOCTOR not in message:
+        message = f"{message.rstrip('. ')}; `{command}` checks the whole dataset"
+    return message
+
+
+def read_split(
+    filepath: str, path_prefix: str, check_exists: bool = True, required: Sequence[str] = SPLIT_NAMES
+) -> Dict[str, List[Datum]]:
+    """Read a split file; every malformed entry or missing image is reported with the file's name.
+
+    A split named in SPLIT_NAMES but not in ``required`` may be absent (an empty list then): a
+    user's own split file may give train only (``clip_adapter.data.custom`` completes it).
+    """
     if not os.path.isfile(filepath):
         raise DatasetError(f"split file not found: {filepath}")
     try:
@@ -26,13 +43,16 @@ def read_split(filepath: str, path_prefix: str, check_exists: bool = True) -> Di
             raw = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"split file {filepath} is not valid JSON ({exc}); delete it to rebuild it, or fetch CoOp's copy") from None
-    if not isinstance(raw, dict) or any(k not in raw for k in SPLIT_NAMES):
+    if not isinstance(raw, dict) or any(k not in raw for k in required):
         raise DatasetError(
-            f"split file {filepath} has the wrong format: expected a JSON object with keys train, val, test "
+            f"split file {filepath} has the wrong format: expected a JSON object with keys {', '.join(required)} "
             "holding [relative_path, label, classname] lists (CoOp's split_zhou_*.json layout)"
         )
     out: Dict[str, List[Datum]] = {}
     for name in SPLIT_NAMES:
+        if name not in raw:
+            out[name] = []
+            continue
         if not isinstance(raw[name], list):
             raise DatasetError(f"split file {filepath}: {name!r} is {type(raw[name]).__name__}, expected a list of [relative_path, label, classname]")
         items = []
@@ -58,7 +78,7 @@ def check_images_exist(source: str, splits: Dict[str, List[Datum]]) -> None:
     if missing:
         first = ", ".join(missing[:3])
         raise DatasetError(
-            f"{source} references {len(missing)} missing image(s), e.g. {first}; check DATASET.ROOT or {DOCTOR_HINT}"
+            f"{source} references {len(missing)} missing image(s), e.g. {first}; check DATASET.ROOT, or {DOCTOR_HINT}"
         )
 
 
