@@ -1,16 +1,23 @@
 """The frozen-encoder feature cache: every image view is encoded once, ever, and reused.
 
-Layout: ``<cache_dir>/<namespace>/shard-<checksum>.npz``. A namespace is one (encoder id =
-backbone name + weights checksum, transform spec, view index, precision); inside it, rows are keyed
-per image by ``absolute path | size | mtime``, so every seed, shot count, base/new half and trainer
-that touches an image reuses its row. Features are stored *raw* (before L2 normalisation, fp32):
-adapters act on raw features and each consumer normalises where its method says so.
+Why: CLIP is frozen in every method here, so an image view always maps to the same feature.
+Encoding it again each epoch, seed, shot count and method (what the reference code does) is
+where nearly all the compute goes.
 
-Shards are ``.npz`` files read with ``allow_pickle=False`` (nothing is unpickled), written to a
-temporary name and renamed, named by the checksum of their content so that a truncated or edited
-shard is detected, dropped with a warning and re-encoded. A per-namespace file lock makes a second
-process wait for the first and then find everything encoded, so parallel runs never corrupt the
-cache and do not repeat work.
+Layout: ``<cache_dir>/<namespace>/shard-<checksum>.npz`` and ``<cache_dir>/text/<key>.npz``.
+A namespace is one (encoder id = backbone name + weights checksum, transform spec, view index,
+precision, cache format, torchvision/Pillow versions); inside it rows are keyed per image by
+``absolute path | size | mtime``, so every seed, shot count, base/new half and trainer that touches
+an image reuses its row, and a modified or touched image gets a new row (only that image).
+
+Features are stored *raw* (the encoder's output before L2 normalisation, fp32): CLIP-Adapter's
+residual blend acts on raw features, and each consumer normalises where its method says so.
+
+Integrity: files are ``.npz`` read with ``allow_pickle=False`` (nothing is unpickled), written to
+a temporary name and renamed (atomic), and carry a SHA-256 of their content (for shards also in
+the file name). A truncated, edited or misshapen file is detected, reported with one warning,
+deleted and re-encoded. Concurrency: a per-namespace file lock is held while encoding, so a
+second process waits, rescans and finds the work done instead of repeating it.
 """
 from __future__ import annotations
 
@@ -18,46 +25,134 @@ import hashlib
 import json
 import logging
 import os
+import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import PIL
 import torch
-from filelock import FileLock
+import torchvision
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.loader import build_loader
+from clip_adapter.errors import DatasetError
 from clip_adapter.utils import _atomic_replace, atomic_write_json
 
 log = logging.getLogger(__name__)
 
+# Bump when the file layout, the key or the view-seeding rule changes: old entries are then ignored.
+CACHE_FORMAT = 2
+# Rows per shard: bounds the memory of a pending write and of reading one shard back.
 SHARD_ROWS = 4096
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+# Decoding and resizing code can change pixels between releases (torchvision 0.17 changed the
+# antialias default), so features made with other versions are never mixed in.
+LIBRARY_TAG = f"torchvision={_major_minor(torchvision.__version__)};pillow={_major_minor(PIL.__version__)}"
 
 
 def image_key(impath: str) -> str:
     """What identifies an image's pixels without reading them: path, size and modification time."""
-    st = os.stat(impath)
+    try:
+        st = os.stat(impath)
+    except OSError as exc:
+        raise DatasetError(f"cannot read image {impath} ({type(exc).__name__}: {exc.strerror}); restore it or remove it from the split") from None
     return f"{os.path.abspath(impath)}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def view_seed(impath: str, view: int) -> int:
-    """The seed of view ``view`` of an image: the same crop/flip in every run, process and order."""
+    """The seed of augmented view ``view`` of an image: the same crop/flip in every run, process and order."""
     digest = hashlib.sha256(f"{os.path.abspath(impath)}#{view}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def _content_checksum(keys: np.ndarray, feats: np.ndarray) -> str:
+class ViewSeeds:
+    """``index -> view_seed(paths[index], views[index])``; a class, not a lambda, so spawn-started
+    DataLoader workers can pickle it."""
+
+    def __init__(self, paths: Sequence[str], views: Sequence[int]) -> None:
+        self.paths = list(paths)
+        self.views = list(views)
+
+    def __call__(self, index: int) -> int:
+        return view_seed(self.paths[index], self.views[index])
+
+
+# ------------------------------------------------------------------ verified .npz files
+def _checksum(arrays: Dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
-    h.update("\n".join(keys.tolist()).encode())
-    h.update(np.ascontiguousarray(feats).tobytes())
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}\n".encode())
+        h.update(arr.tobytes())
     return h.hexdigest()[:32]
 
 
-class FeatureCache:
-    """Encode-once storage of image features for one frozen encoder.
+def save_verified(path: str, arrays: Dict[str, np.ndarray]) -> str:
+    """Write ``arrays`` plus their checksum atomically; returns the checksum."""
+    checksum = _checksum(arrays)
+    _atomic_replace(path, lambda f: np.savez(f, checksum=np.array(checksum), **arrays))
+    return checksum
 
-    ``encode`` maps a batch of image tensors (on ``device``) to features; it is the only place the
-    image encoder runs, and ``encoded_images`` counts how many images went through it.
+
+def load_verified(
+    path: str, check: Callable[[Dict[str, np.ndarray]], str] = lambda a: "", expected: str = ""
+) -> Optional[Dict[str, np.ndarray]]:
+    """Read a file written by ``save_verified``; None (after one warning, file deleted) when it is damaged.
+
+    ``check(arrays)`` returns "" when the shapes are what the caller expects, else what is wrong;
+    ``expected`` is the checksum the file must carry (shards: the one in their name).
+    """
+    problem = ""
+    arrays: Dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        stored = str(arrays.pop("checksum", ""))
+        if not stored:
+            problem = "no checksum"
+        elif _checksum(arrays) != stored:
+            problem = "checksum mismatch"
+        elif expected and stored != expected:
+            problem = "content does not match the checksum in its name"
+        else:
+            problem = check(arrays)
+    except FileNotFoundError:
+        return None  # another process removed it after finding it damaged
+    except Exception as exc:  # truncated zip, bad header, missing member, pickled object: all mean "rebuild"
+        problem = f"unreadable ({type(exc).__name__}: {exc})"
+    if problem:
+        log.warning("feature cache file %s is damaged (%s): deleting it; its features will be re-encoded", path, problem)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return None
+    return arrays
+
+
+def _locked(lock_path: str, what: str) -> FileLock:
+    """The lock, acquired; says so in the log when another process holds it (a run is not hung)."""
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("Another process is encoding %s; waiting for it (lock %s)", what, lock_path)
+        lock.acquire()
+    return lock
+
+
+class FeatureCache:
+    """Encode-once storage of raw image features for one frozen encoder.
+
+    ``encode`` maps a batch of image tensors (on ``device``) to features; the cache calls it only
+    for (image, view) pairs it has never stored. ``encoded_images`` counts images it encoded.
     """
 
     def __init__(
@@ -69,71 +164,81 @@ class FeatureCache:
         precision: str = "fp32",
         batch_size: int = 128,
         num_workers: int = 0,
+        dim: Optional[int] = None,
     ) -> None:
         self.root = os.path.abspath(root)
         self.encoder_id = encoder_id
         self.encode = encode
         self.device = torch.device(device)
         self.precision = precision
-        self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.dim = dim
         self.encoded_images = 0
+        # namespace folder -> {image key: (shard path, row)}; shard path -> its keys (shards never change)
         self._index: Dict[str, Dict[str, Tuple[str, int]]] = {}
-        self._verified: Dict[str, bool] = {}
+        self._shard_keys: Dict[str, List[str]] = {}
 
     # ------------------------------------------------------------ layout
     def namespace(self, spec: str, view: Optional[int]) -> str:
-        ident = f"{self.encoder_id}\n{spec}\nview={view}\nprec={self.precision}"
-        name = hashlib.sha256(ident.encode()).hexdigest()[:20]
-        folder = os.path.join(self.root, name)
+        """The folder for one (encoder, transform, view, precision); created with a readable meta.json."""
+        ident = f"format={CACHE_FORMAT}\n{self.encoder_id}\n{spec}\nview={view}\nprec={self.precision}\n{LIBRARY_TAG}"
+        folder = os.path.join(self.root, hashlib.sha256(ident.encode()).hexdigest()[:20])
         meta = os.path.join(folder, "meta.json")
         if not os.path.isfile(meta):
             os.makedirs(folder, exist_ok=True)
-            atomic_write_json(meta, {"encoder": self.encoder_id, "transform": spec, "view": view, "precision": self.precision})
+            atomic_write_json(meta, {
+                "format": CACHE_FORMAT, "encoder": self.encoder_id, "transform": spec, "view": view,
+                "precision": self.precision, "libraries": LIBRARY_TAG, "features": "raw (not L2-normalised), float32",
+            })
         return folder
 
-    def _load_shard(self, path: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """Read and verify one shard; a damaged one is removed (so it gets rebuilt) and reported."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                keys, feats = z["keys"], z["feats"]
-            ok = feats.ndim == 2 and len(keys) == len(feats)
-            if ok and not self._verified.get(path):
-                expected = os.path.basename(path)[len("shard-") : -len(".npz")]
-                ok = _content_checksum(keys, feats) == expected
-        except Exception as exc:  # truncated zip, bad header, missing member: all mean "rebuild"
-            log.warning("feature cache shard %s is unreadable (%s: %s): rebuilding it", path, type(exc).__name__, exc)
-            ok = False
-        if not ok:
-            log.warning("feature cache shard %s failed its checksum/shape check: rebuilding it", path)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+    def _check_shard(self, a: Dict[str, np.ndarray]) -> str:
+        keys, feats = a.get("keys"), a.get("feats")
+        if keys is None or feats is None or set(a) != {"keys", "feats"}:
+            return f"members {sorted(a)}, expected keys and feats"
+        if feats.ndim != 2 or keys.ndim != 1 or len(keys) != len(feats) or feats.dtype != np.float32:
+            return f"shape keys{keys.shape} feats{feats.shape} {feats.dtype}"
+        if self.dim is not None and feats.shape[1] != self.dim:
+            return f"feature width {feats.shape[1]}, encoder gives {self.dim}"
+        return ""
+
+    def _read_shard(self, path: str) -> Optional[Tuple[List[str], np.ndarray]]:
+        arrays = load_verified(path, self._check_shard, expected=os.path.basename(path)[len("shard-") : -len(".npz")])
+        if arrays is None:
+            self._forget(path)
             return None
-        self._verified[path] = True
-        return keys, feats
+        keys = arrays["keys"].tolist()
+        self._shard_keys[path] = keys
+        return keys, arrays["feats"]
+
+    def _forget(self, path: str) -> None:
+        self._shard_keys.pop(path, None)
+        for index in self._index.values():
+            for key in [k for k, (p, _) in index.items() if p == path]:
+                del index[key]
 
     def _scan(self, folder: str) -> Dict[str, Tuple[str, int]]:
-        index: Dict[str, Tuple[str, int]] = {}
+        """Index every valid shard in ``folder``; only shards not seen before are read."""
+        index = self._index.setdefault(folder, {})
         for name in sorted(os.listdir(folder)):
             if not (name.startswith("shard-") and name.endswith(".npz")):
                 continue
             path = os.path.join(folder, name)
-            loaded = self._load_shard(path)
-            if loaded is None:
+            if path in self._shard_keys:
                 continue
-            for row, key in enumerate(loaded[0].tolist()):
+            if self._read_shard(path) is None:
+                continue
+            for row, key in enumerate(self._shard_keys[path]):
                 index.setdefault(key, (path, row))
-        self._index[folder] = index
         return index
 
     def _write_shard(self, folder: str, keys: List[str], feats: np.ndarray) -> None:
         karr = np.array(keys)
-        checksum = _content_checksum(karr, feats)
+        checksum = _checksum({"keys": karr, "feats": feats})
         path = os.path.join(folder, f"shard-{checksum}.npz")
-        _atomic_replace(path, lambda f: np.savez(f, keys=karr, feats=feats))
-        self._verified[path] = True
+        save_verified(path, {"keys": karr, "feats": feats})
+        self._shard_keys[path] = list(keys)
         index = self._index.setdefault(folder, {})
         for row, key in enumerate(keys):
             index.setdefault(key, (path, row))
@@ -147,39 +252,47 @@ class FeatureCache:
         view: Optional[int] = None,
         desc: str = "",
     ) -> torch.Tensor:
-        """Features of ``items`` (fp32, CPU, one row per item in order), encoding only what is missing.
+        """Raw features of ``items`` ([len(items), D] fp32 on CPU, in order), encoding only what is missing.
 
         ``view=None`` is the deterministic view (val/test, or the centre view of a training image);
         ``view=k`` is augmented view k, whose random transform is seeded by (image, k).
         """
         if not items:
-            return torch.empty(0, 0)
+            return torch.empty(0, self.dim or 0)
         folder = self.namespace(spec, view)
         keys = [image_key(d.impath) for d in items]
-        index = self._index.get(folder) or self._scan(folder)
-        if any(k not in index for k in keys):
-            with FileLock(os.path.join(folder, ".lock")):
-                index = self._scan(folder)  # another process may have filled it meanwhile
-                missing = sorted({i for i, k in enumerate(keys) if k not in index}, key=lambda i: keys[i])
-                unique: Dict[str, int] = {}
-                for i in missing:
-                    unique.setdefault(keys[i], i)
-                if unique:
-                    self._encode_missing(folder, [items[i] for i in unique.values()], list(unique), transform, view, desc)
-                    index = self._index[folder]
-        return self._gather(index, keys)
+        for _ in range(3):  # a shard found damaged while gathering is re-encoded, then gathered again
+            index = self._index.get(folder)
+            if index is None or any(k not in index for k in keys):
+                index = self._scan(folder)
+            if any(k not in index for k in keys):
+                with _locked(os.path.join(folder, ".lock"), desc or f"view {view}"):
+                    index = self._scan(folder)  # another process may have filled it meanwhile
+                    unique: Dict[str, Datum] = {}
+                    for k, d in zip(keys, items):
+                        if k not in index:
+                            unique.setdefault(k, d)
+                    if unique:
+                        self._encode_missing(folder, list(unique.values()), list(unique), transform, view, desc)
+            out = self._gather(folder, keys)
+            if out is not None:
+                return out
+        raise RuntimeError(f"feature cache folder {folder} keeps losing shards while reading; is another program deleting files in it?")
 
-    def _encode_missing(self, folder, items, keys, transform, view, desc) -> None:
-        seed_for = None
-        if view is not None:
-            seed_for = lambda i: view_seed(items[i].impath, view)  # noqa: E731
-        loader = build_loader(items, transform, self.batch_size, shuffle=False, num_workers=self.num_workers, seed_for=seed_for)
+    def _encode_missing(self, folder: str, items: List[Datum], keys: List[str], transform: Callable, view: Optional[int], desc: str) -> None:
+        """Encode ``items`` in batches and stream them to shards of at most SHARD_ROWS rows."""
+        seed_for = ViewSeeds([d.impath for d in items], [view] * len(items)) if view is not None else None
+        workers = self.num_workers if len(items) > self.batch_size else 0  # one batch: workers cost more than they save
+        loader = build_loader(items, transform, self.batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
         label = desc or ("view %d" % view if view is not None else "deterministic view")
         buf_keys: List[str] = []
         buf: List[np.ndarray] = []
+        t0 = time.time()
         with torch.inference_mode():
             for batch in tqdm(loader, desc=f"Encoding {label}", unit="batch", leave=False, disable=len(loader) < 2):
-                feats = self.encode(batch["img"].to(self.device)).float().cpu().numpy()
+                feats = self.encode(batch["img"].to(self.device, non_blocking=True)).float().cpu().numpy()
+                if feats.ndim != 2 or (self.dim is not None and feats.shape[1] != self.dim):
+                    raise RuntimeError(f"image encoder returned features of shape {feats.shape}, expected [batch, {self.dim}]")
                 self.encoded_images += feats.shape[0]
                 buf.append(feats)
                 buf_keys += [keys[i] for i in batch["index"].tolist()]
@@ -188,18 +301,20 @@ class FeatureCache:
                     buf_keys, buf = [], []
         if buf_keys:
             self._write_shard(folder, buf_keys, np.concatenate(buf))
-        log.info("Encoded %d image(s) (%s) into %s", len(keys), label, folder)
+        log.info("Encoded %d image(s) (%s) in %.1fs into %s", len(keys), label, time.time() - t0, folder)
 
-    def _gather(self, index: Dict[str, Tuple[str, int]], keys: List[str]) -> torch.Tensor:
+    def _gather(self, folder: str, keys: List[str]) -> Optional[torch.Tensor]:
+        """Rows for ``keys`` in order; None when a shard turned out damaged (it is then forgotten)."""
+        index = self._index[folder]
         by_shard: Dict[str, List[Tuple[int, int]]] = {}
         for pos, key in enumerate(keys):
             path, row = index[key]
             by_shard.setdefault(path, []).append((pos, row))
         out: Optional[np.ndarray] = None
         for path, pairs in by_shard.items():
-            loaded = self._load_shard(path)
+            loaded = self._read_shard(path)
             if loaded is None:
-                raise RuntimeError(f"feature cache shard {path} vanished or broke while reading; rerun to rebuild it")
+                return None
             feats = loaded[1]
             if out is None:
                 out = np.empty((len(keys), feats.shape[1]), dtype=np.float32)
@@ -208,39 +323,65 @@ class FeatureCache:
         return torch.from_numpy(out)
 
 
-def text_cache_key(encoder_id: str, classnames: Sequence[str], templates: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps([encoder_id, list(classnames), list(templates)]).encode()).hexdigest()[:24]
+# ------------------------------------------------------------------- text classifier
+def text_cache_key(encoder_id: str, classnames: Sequence[str], templates: Sequence[str], precision: str = "fp32") -> str:
+    ident = [CACHE_FORMAT, encoder_id, precision, list(classnames), list(templates)]
+    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
 
 
 def cached_text_classifier(
-    cache_root: str, encoder_id: str, classnames: Sequence[str], templates: Sequence[str], compute: Callable[[], torch.Tensor]
+    cache_root: str,
+    encoder_id: str,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    compute: Callable[[], torch.Tensor],
+    precision: str = "fp32",
 ) -> torch.Tensor:
-    """The fixed-prompt text classifier, stored once per (backbone, class names, templates)."""
+    """The fixed-prompt text classifier [C, D], stored once per (backbone, precision, class names, templates).
+
+    Same guarantees as image shards: atomic, checksummed, no pickle, one process computes while
+    another waits for it.
+    """
     folder = os.path.join(os.path.abspath(cache_root), "text")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, text_cache_key(encoder_id, classnames, templates) + ".npy")
-    if os.path.isfile(path):
-        try:
-            arr = np.load(path, allow_pickle=False)
-            if arr.ndim == 2 and arr.shape[0] == len(classnames):
-                return torch.from_numpy(arr)
-        except (OSError, ValueError) as exc:
-            log.warning("text feature cache %s is unreadable (%s): rebuilding it", path, exc)
-    weights = compute().float().cpu()
-    _atomic_replace(path, lambda f: np.save(f, weights.numpy()))
+    key = text_cache_key(encoder_id, classnames, templates, precision)
+    path = os.path.join(folder, key + ".npz")
+
+    def check(a: Dict[str, np.ndarray]) -> str:
+        w = a.get("weights")
+        ok = w is not None and w.ndim == 2 and w.shape[0] == len(classnames) and w.dtype == np.float32
+        return "" if ok else f"weights of shape {None if w is None else w.shape}, expected [{len(classnames)}, D] float32"
+
+    def load() -> Optional[torch.Tensor]:
+        if not os.path.isfile(path):
+            return None
+        arrays = load_verified(path, check)
+        return None if arrays is None else torch.from_numpy(arrays["weights"])
+
+    weights = load()
+    if weights is not None:
+        return weights
+    with _locked(os.path.join(folder, key + ".lock"), "the text classifier"):
+        weights = load()
+        if weights is None:
+            weights = compute().float().cpu().contiguous()
+            save_verified(path, {"weights": weights.numpy(), "classnames": np.array(list(classnames))})
     return weights
 
 
 def default_cache_dir(cfg) -> str:
-    """FEATURES.CACHE_DIR, else ``feature_cache`` beside the output root (shared by every run under it)."""
+    """FEATURES.CACHE_DIR, else $CLIP_ADAPTER_FEATURE_CACHE, else ``feature_cache`` in the output root.
+
+    The output root is the nearest ``output`` ancestor of OUTPUT_DIR (``output/<dataset>/<trainer>/
+    .../seedN`` -> ``output/feature_cache``), so every run under it shares one cache.
+    """
     if cfg.FEATURES.CACHE_DIR:
         return os.path.abspath(os.path.expanduser(cfg.FEATURES.CACHE_DIR))
     env = os.environ.get("CLIP_ADAPTER_FEATURE_CACHE")
     if env:
-        return os.path.abspath(env)
+        return os.path.abspath(os.path.expanduser(env))
     out = os.path.abspath(cfg.OUTPUT_DIR)
     parts = out.split(os.sep)
-    # output/<dataset>/<trainer>/<cfg>/seedN -> output/feature_cache: the nearest "output" ancestor
     for i in range(len(parts) - 1, 0, -1):
         if parts[i] == "output":
             return os.sep.join(parts[: i + 1] + ["feature_cache"])

@@ -78,10 +78,7 @@ class ClipTrainer(TrainerBase):
         # Every image-encoder pass of this trainer (cache fills and exact mode alike): counted and timed.
         self.encoder_stats = {"images": 0, "seconds": 0.0, "text_prompts": 0, "text_seconds": 0.0}
         self.text_weights = self.text_classifier(self.classnames, self.templates).to(self.device)
-        self.tfm_train = build_transform(cfg, is_train=True)
-        self.tfm_test = build_transform(cfg, is_train=False)
-        self.spec_train = transform_spec(cfg, is_train=True)
-        self.spec_test = transform_spec(cfg, is_train=False)
+        self.build_transforms()
         self._split_feats: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_views: Optional[torch.Tensor] = None
         self.build_head()
@@ -90,6 +87,20 @@ class ClipTrainer(TrainerBase):
 
     def build_head(self) -> None:
         """Create and ``register_model`` the trainable parts (none for zero-shot)."""
+
+    def build_transforms(self) -> None:
+        """The image transforms (and their cache-key specs); a hook because another engine that
+        brings its own transforms (the Dassl plugin) replaces it."""
+        self.tfm_train = build_transform(self.cfg, is_train=True)
+        self.tfm_test = build_transform(self.cfg, is_train=False)
+        self.spec_train = transform_spec(self.cfg, is_train=True)
+        self.spec_test = transform_spec(self.cfg, is_train=False)
+
+    @classmethod
+    def needs_own_engine(cls, cfg) -> Optional[str]:
+        """What in ``cfg`` only this project's own training loop implements (named for the error
+        another engine raises), or None. A trainer whose ``train()`` adds more than epochs overrides it."""
+        return None
 
     def _set_image_encoder_precision(self, requested: str) -> None:
         """FEATURES.PREC for the frozen image tower, whatever the trainer's PREC did to the rest.
