@@ -15,6 +15,7 @@ setup(
         "clip_adapter.data",
         "clip_adapter.engine",
         "clip_adapter.models",
+        "clip_adapter.dassl",
         "clip_adapter.trainers",
         "clip_adapter.datasets",
     ],
@@ -36,7 +37,13 @@ setup(
         "filelock",
         "scikit-learn",  # LinearProbeCLIP: logistic regression (CoOp's linear-probe protocol)
         "scipy",
+        "submitit>=1.5",  # clip_adapter.sweep: runs sweeps on SLURM (and its local executor)
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # What Dassl imports at run time (`train.py --engine dassl`, clip_adapter.dassl). Dassl itself is
+        # on no package index: install it from its git repository first (docs/readme_parts/dassl.md).
+        "dassl": ["yacs", "gdown", "tabulate", "tqdm", "scipy", "scikit-learn", "ftfy", "regex", "tensorboard", "wilds"],
+    },
     entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.cli:main"]},
 )

@@ -8,6 +8,13 @@
 #   PYTHON   the interpreter (default: python, else python3).
 #   CLIP_ADAPTER_FEATURE_CACHE  the frozen-feature cache shared by all runs (default: $OUTPUT/feature_cache).
 #   DRY_RUN=1  print each run's command instead of running it.
+#
+# Sweep options (every script accepts them, anywhere before a lone --; see parse_sweep_args):
+#   --launcher local|slurm  --jobs N  --gpus LIST  --status  --wait  --cluster slurm|local
+#   --cluster-config FILE  --partition P  --time T  --gpus-per-node G  --cpus-per-task C  --mem M
+#   --array-parallelism A  --account A  --qos Q
+# Without them a script runs its runs one after the other in the foreground. With them its runs
+# become a job list that `python -m clip_adapter.sweep` executes (clip_adapter/sweep.py).
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUTPUT="${OUTPUT:-output}"
@@ -40,6 +47,14 @@ dataset_config() {
     die "no dataset config $path for DATASET '$1'; known: ${known:-none}"
   fi
   echo "$path"
+}
+
+# dataset_name DATASET -> the registered name in configs/datasets/DATASET.yaml (imagenet -> ImageNet)
+dataset_name() {
+  local path
+  path="$(dataset_config "$1")" || exit 2
+  "$PYTHON" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["DATASET"]["NAME"])' "$path" \
+    || die "cannot read DATASET.NAME from $path"
 }
 
 # trainer_config TRAINER CFG -> path of configs/trainers/TRAINER/CFG.yaml (or a clear error)
@@ -84,10 +99,113 @@ variant_suffix() {
   "$PYTHON" -c 'import sys; from clip_adapter.results import suffix_cli; sys.exit(suffix_cli(sys.argv[1:]))' "$@"
 }
 
+# ------------------------------------------------------------------------------------- sweeps
+# A script that accepts the sweep options does, in this order:
+#   parse_sweep_args "$@"; set -- ${SWEEP_REST[@]+"${SWEEP_REST[@]}"}   # before its own parsing
+#   sweep_begin                                                         # before its first run_one
+#   run_one ...                                                         # as before
+#   sweep_end                                                           # after its last run_one
+# Without sweep options all three are no-ops and run_one runs train.py itself. With them, run_one
+# appends each run to the job list $CLIP_ADAPTER_JOBLIST and sweep_end hands the list to
+# `python -m clip_adapter.sweep` (local worker pool or SLURM). A script called by another script
+# (reproduce.sh -> main.sh) sees the caller's job list in the environment and only appends to it.
+SWEEP_ARGS=()
+SWEEP_REST=()
+SWEEP_OWNER=0
+SWEEP_INCOMPLETE=0
+
+# parse_sweep_args ARGS...: sweep options -> SWEEP_ARGS, everything else (in order) -> SWEEP_REST.
+# Parsing stops at a lone -- (what follows it is passed through untouched).
+parse_sweep_args() {
+  SWEEP_ARGS=()
+  SWEEP_REST=()
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --)
+        SWEEP_REST+=("$@")
+        break
+        ;;
+      --status | --wait)
+        SWEEP_ARGS+=("$1")
+        shift
+        ;;
+      --launcher | --jobs | --gpus | --cluster | --cluster-config | --partition | --time | --gpus-per-node | \
+        --cpus-per-task | --mem | --array-parallelism | --account | --qos)
+        [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value (e.g. --launcher local --jobs 4, or --launcher slurm --partition gpu)"
+        SWEEP_ARGS+=("$1" "$2")
+        shift 2
+        ;;
+      --launcher=* | --jobs=* | --gpus=* | --cluster=* | --cluster-config=* | --partition=* | --time=* | \
+        --gpus-per-node=* | --cpus-per-task=* | --mem=* | --array-parallelism=* | --account=* | --qos=*)
+        SWEEP_ARGS+=("$1")
+        shift
+        ;;
+      *)
+        SWEEP_REST+=("$1")
+        shift
+        ;;
+    esac
+  done
+}
+
+# sweep_begin: start collecting runs into a job list when sweep options were given (and no calling
+# script collects them already). The options are checked first, so a typo fails before any work.
+sweep_begin() {
+  SWEEP_OWNER=0
+  [[ -n "${CLIP_ADAPTER_JOBLIST:-}" ]] && return 0
+  [[ ${#SWEEP_ARGS[@]} -gt 0 ]] || return 0
+  "$PYTHON" -m clip_adapter.sweep --check "${SWEEP_ARGS[@]}" || exit 2
+  CLIP_ADAPTER_JOBLIST="$(mktemp "${TMPDIR:-/tmp}/clip_adapter_joblist.XXXXXX")"
+  export CLIP_ADAPTER_JOBLIST
+  SWEEP_OWNER=1
+  trap 'rm -f "$CLIP_ADAPTER_JOBLIST"' EXIT
+}
+
+# sweep_end: execute the collected job list (only the script that began it does). Returns 0 when
+# every run is finished, 1 when some failed. When runs were submitted to SLURM and are not done yet,
+# or --status found runs that are not finished, it returns 0 with SWEEP_INCOMPLETE=1. Ctrl-C exits.
+sweep_end() {
+  [[ "$SWEEP_OWNER" == 1 ]] || return 0
+  local extra=() rc=0
+  [[ "${DRY_RUN:-0}" == 1 ]] && extra+=(--dry-run)
+  "$PYTHON" -m clip_adapter.sweep "$CLIP_ADAPTER_JOBLIST" --submitit-dir "$OUTPUT/submitit" \
+    "${SWEEP_ARGS[@]}" ${extra[@]+"${extra[@]}"} || rc=$?
+  [[ "$rc" == 130 ]] && exit 130
+  if [[ " ${SWEEP_ARGS[*]} " == *" --status "* && "$rc" != 2 ]]; then
+    [[ "$rc" == 0 ]] || SWEEP_INCOMPLETE=1
+    return 0
+  fi
+  case "$rc" in
+    0) return 0 ;;
+    3) SWEEP_INCOMPLETE=1; return 0 ;;
+    *) return "$rc" ;;
+  esac
+}
+
+# _json_str TEXT: TEXT as the body of a JSON string, in REPLY (no subshell: run_one is called per run).
+_json_str() {
+  local s="$1"
+  s="${s//\\/\\\\}"
+  s="${s//\"/\\\"}"
+  s="${s//$'\n'/\\n}"
+  s="${s//$'\t'/\\t}"
+  s="${s//$'\r'/\\r}"
+  REPLY="$s"
+}
+
+# sweep_has_run OUTDIR: true when OUTDIR is already in the job list being collected (so a later
+# step, e.g. base2new_test.sh, may depend on it: the sweep orders the runs).
+sweep_has_run() {
+  [[ -n "${CLIP_ADAPTER_JOBLIST:-}" && -f "$CLIP_ADAPTER_JOBLIST" ]] || return 1
+  _json_str "$1"
+  grep -qF "{\"output_dir\": \"$REPLY\"," "$CLIP_ADAPTER_JOBLIST"
+}
+
 # run_one OUTDIR DATASET TRAINER CFG SEED [CLI flags ...] -- [KEY VALUE opts ...]
-# The only place that runs train.py. A finished run (results.json) is skipped; an unfinished one
-# (a folder without results.json) is handed to the CLI, which resumes it from its newest
-# checkpoint or restarts it. A later sweep launcher can turn this into "append to a job list".
+# The only place that builds (and, outside a sweep, runs) a train.py command. A finished run
+# (results.json) is skipped; an unfinished one (a folder without results.json) is handed to the
+# CLI, which resumes it from its newest checkpoint or restarts it. Inside a sweep the command is
+# appended to the job list instead, as {"output_dir": ..., "cmd": [...]} (one JSON object a line).
 run_one() {
   local outdir="$1" dataset="$2" trainer="$3" cfg="$4" seed="$5"
   shift 5
@@ -97,7 +215,8 @@ run_one() {
     shift
   done
   [[ $# -gt 0 ]] && shift
-  if [[ -f "$outdir/results.json" ]]; then
+  # (a sweep gets finished runs too: it reports them, and they tell it which feature caches are warm)
+  if [[ -z "${CLIP_ADAPTER_JOBLIST:-}" && -f "$outdir/results.json" ]]; then
     echo "skip: $outdir is finished (results.json exists; delete the folder to rerun it)"
     return 0
   fi
@@ -113,12 +232,24 @@ run_one() {
     --output-dir "$outdir"
     ${flags[@]+"${flags[@]}"}
     "$@")
-  if [[ "${DRY_RUN:-0}" == 1 ]]; then
+  if [[ "${DRY_RUN:-0}" == 1 && ! -f "$outdir/results.json" ]]; then
     printf 'dry-run:'
     printf ' %q' "${cmd[@]}"
     printf '\n'
+  fi
+  if [[ -n "${CLIP_ADAPTER_JOBLIST:-}" ]]; then
+    local line arg sep=""
+    _json_str "$outdir"
+    line="{\"output_dir\": \"$REPLY\", \"cmd\": ["
+    for arg in "${cmd[@]}"; do
+      _json_str "$arg"
+      line+="$sep\"$REPLY\""
+      sep=", "
+    done
+    printf '%s]}\n' "$line" >>"$CLIP_ADAPTER_JOBLIST"
     return 0
   fi
+  [[ "${DRY_RUN:-0}" == 1 ]] && return 0
   if [[ -d "$outdir" ]]; then
     echo "==> $outdir (unfinished: resuming or restarting)"
   else

@@ -6,8 +6,12 @@
 # folder (e.g. TRAINER.CLIP_ADAPTER.RATIO 0.6 -> .../rn50_16shots/ratio0.6/seed1).
 # Finished runs are skipped; unfinished ones are resumed or restarted (never skipped).
 # Env: DATA (datasets; smoke defaults to ./data), OUTPUT (default output), SEEDS (default "1 2 3").
+# Sweep options (--launcher local|slurm, --jobs N, SLURM options; see scripts/common.sh) run the
+# seeds in parallel: bash scripts/main.sh caltech101 rn50 16 --jobs 3
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+parse_sweep_args "$@"
+set -- ${SWEEP_REST[@]+"${SWEEP_REST[@]}"}
 
 usage() {
   echo "usage: bash scripts/main.sh DATASET CFG SHOTS [TRAINER=CLIP_Adapter] [KEY VALUE ...]" >&2
@@ -31,6 +35,8 @@ require_data "$DATASET"
 SUFFIX="$(variant_suffix "$@")"
 
 BASE="$OUTPUT/$DATASET/$TRAINER/${CFG}_${SHOTS}shots${SUFFIX:+/$SUFFIX}"
+sweep_begin
 for SEED in $SEEDS; do
   run_one "$BASE/seed$SEED" "$DATASET" "$TRAINER" "$CFG" "$SEED" -- DATASET.NUM_SHOTS "$SHOTS" "$@"
 done
+sweep_end

@@ -3,9 +3,12 @@
 #   bash scripts/zeroshot.sh DATASET CFG [TRAINER=ZeroshotCLIP] [KEY VALUE ...]
 #   -> $OUTPUT/<DATASET>/<TRAINER>/<CFG>[/<variant>]/seed1
 # TRAINER ZeroshotCLIP2 uses the ImageNet template ensemble. Env: DATA, OUTPUT, SEEDS (default "1").
+# Accepts the sweep options (--launcher, --jobs, SLURM options; see scripts/common.sh).
 set -euo pipefail
 SEEDS="${SEEDS:-1}"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+parse_sweep_args "$@"
+set -- ${SWEEP_REST[@]+"${SWEEP_REST[@]}"}
 
 if [[ $# -lt 2 ]]; then
   echo "usage: bash scripts/zeroshot.sh DATASET CFG [TRAINER=ZeroshotCLIP] [KEY VALUE ...]" >&2
@@ -25,6 +28,8 @@ require_data "$DATASET"
 SUFFIX="$(variant_suffix "$@")"
 
 BASE="$OUTPUT/$DATASET/$TRAINER/$CFG${SUFFIX:+/$SUFFIX}"
+sweep_begin
 for SEED in $SEEDS; do
   run_one "$BASE/seed$SEED" "$DATASET" "$TRAINER" "$CFG" "$SEED" --eval-only -- "$@"
 done
+sweep_end

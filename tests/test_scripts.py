@@ -188,7 +188,7 @@ def sweep(tmp_path_factory, data_root):
     cwd = tmp_path_factory.mktemp("reproduce")
     out = cwd / "output"
     env = script_env(data_root, out)
-    args = ["--datasets", "smoke", "--backbone", "tiny", "--trainers", "ZeroshotCLIP CLIP_Adapter",
+    args = ["--experiments", "fewshot,base2new", "--datasets", "smoke", "--backbone", "tiny", "--trainers", "ZeroshotCLIP CLIP_Adapter",
             "--shots", " ".join(map(str, SHOTS)), "--seeds", " ".join(map(str, SEEDS))]
     proc = bash("reproduce.sh", *args, env=env, cwd=cwd, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -266,7 +266,7 @@ def test_reproduce_again_redoes_nothing_and_redoes_a_crashed_run(sweep):
 def test_reproduce_dry_run_plans_the_paper_comparison(tmp_path, data_root):
     """Default trainers, 5 shot counts, 3 seeds, base-to-novel; CoOp's per-shot configs as in its README."""
     env = script_env(data_root, tmp_path / "out", DRY_RUN=1)
-    proc = bash("reproduce.sh", "--datasets", "imagenet caltech101", env=env, cwd=tmp_path)
+    proc = bash("reproduce.sh", "--experiments", "fewshot,base2new", "--datasets", "imagenet caltech101", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     cmds = [shlex.split(ln[len("dry-run:"):]) for ln in proc.stdout.splitlines() if ln.startswith("dry-run:")]
     plan = {}

@@ -21,7 +21,8 @@ from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
 from clip_adapter.engine.evaluator import classification_metrics, log_metrics
 from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
-from clip_adapter.errors import CheckpointError
+from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
+from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.utils import atomic_write_json, select_device
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,18 @@ class TrainerBase:
     """Shared loop. ``needs_training = False`` trainers (zero-shot) go straight to evaluation."""
 
     needs_training: bool = True
+
+    @classmethod
+    def transfer_blocker(cls, cfg) -> Optional[str]:
+        """Why this trainer's learned weights cannot classify other classes than they were trained on;
+        None when they can (the class-dependent side is then rebuilt from the new class names).
+
+        Consulted by ``--eval-only --model-dir`` on other classes (cross-dataset, base-to-novel;
+        see ``engine/transfer.py``). Conservative: a trainer declares class independence by overriding.
+        """
+        if not cls.needs_training:
+            return None  # nothing learned: the classifier is built for whichever classes are asked
+        return "its learned weights are not declared independent of the classes they were trained on"
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -43,6 +56,8 @@ class TrainerBase:
         self.best_val = -1.0
         self.dm: Optional[DataManager] = None
         self.history: list = []
+        # Set before build_model() to evaluate a class-bound model on a mapped subset of its classes.
+        self.class_space: Optional[ClassSpace] = None
 
     # --------------------------------------------------------------- build
     def build(self) -> "TrainerBase":
@@ -92,6 +107,11 @@ class TrainerBase:
         if self.start_epoch >= max_epoch:
             log.info("All %d epochs already done", max_epoch)
             return
+        if self.cfg.TEST.FINAL_MODEL == "best_val" and getattr(self.dm.dataset, "val_is_test", False):
+            raise ConfigError(
+                f"TEST.FINAL_MODEL best_val would choose the model on the test set: {self.cfg.DATASET.NAME}'s val split "
+                "is its test split (as in CoOp); use TEST.FINAL_MODEL last_step"
+            )
         log.info("Training %s for epochs %d..%d", type(self).__name__, self.start_epoch + 1, max_epoch)
         t0 = time.time()
         bar = tqdm(range(self.start_epoch, max_epoch), desc="Epochs", unit="ep", disable=max_epoch - self.start_epoch < 3)
@@ -137,6 +157,7 @@ class TrainerBase:
         if opt is not None:
             state["optimizer"] = opt.state_dict()
         state["best_val"] = float(self.best_val)
+        state[ORIGIN_KEY] = origin_record(self.cfg, self.dm.dataset.classnames)  # what transfer checks
         return state
 
     def state_dict_for_save(self, name: str, module: nn.Module) -> Dict[str, torch.Tensor]:
@@ -221,6 +242,8 @@ class TrainerBase:
     def evaluate(self, split: str = "test", quiet: bool = False) -> Dict:
         self.set_mode(False)
         logits, labels = self.predict(split)
+        if self.class_space is not None:  # scores over the training classes -> the mapped subset's
+            logits = logits[:, self.class_space.columns]
         metrics = classification_metrics(logits, labels, self.dm.dataset.classnames, per_class=self.cfg.TEST.PER_CLASS_RESULT and not quiet)
         if not quiet:
             log.info("Evaluate on the *%s* set", split)

@@ -5,26 +5,24 @@ from typing import Sequence
 
 import torch
 
-
-def format_prompts(classnames: Sequence[str], template: str) -> list[str]:
-    return [template.format(c.replace("_", " ")) for c in classnames]
+# Prompts per text-encoder call: large enough to keep the encoder busy, small enough for any GPU.
+TEXT_BATCH = 512
 
 
 @torch.no_grad()
 def encode_text_classifier(model, classnames: Sequence[str], templates: Sequence[str], device) -> torch.Tensor:
     """Mean of the normalised template embeddings per class, renormalised (CLIP's recipe), fp32 on CPU.
 
-    Classes are kept by position, never by name, so two classes with equal names stay two rows.
+    All classes x templates go through the encoder in large batches (one class at a time is slow
+    on CPU). Classes are kept by position, never by name, so two classes with equal names stay two rows.
     """
     from clip_adapter.models.clip_loader import _clip
 
     clip = _clip()
-    rows = []
-    for name in classnames:
-        prompts = [t.format(name.replace("_", " ")) for t in templates]
-        tokens = clip.tokenize(prompts).to(device)
-        emb = model.encode_text(tokens).float()
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        mean = emb.mean(dim=0)
-        rows.append(mean / mean.norm())
-    return torch.stack(rows).cpu()
+    prompts = [t.format(name.replace("_", " ")) for name in classnames for t in templates]
+    tokens = clip.tokenize(prompts)
+    chunks = [model.encode_text(tokens[i : i + TEXT_BATCH].to(device)).float().cpu() for i in range(0, len(prompts), TEXT_BATCH)]
+    emb = torch.cat(chunks).reshape(len(classnames), len(templates), -1)
+    emb = emb / emb.norm(dim=-1, keepdim=True)
+    mean = emb.mean(dim=1)
+    return mean / mean.norm(dim=-1, keepdim=True)
