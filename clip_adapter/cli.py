@@ -16,7 +16,8 @@ from typing import List, Optional
 
 from clip_adapter.config import save_cfg, setup_cfg
 from clip_adapter.engine.logging_setup import setup_logging
-from clip_adapter.errors import CheckpointError, UserError
+from clip_adapter.engine.transfer import Transfer, plan_transfer
+from clip_adapter.errors import CheckpointError, ConfigError, UserError
 from clip_adapter.registry import DATASETS, TRAINERS
 from clip_adapter.utils import atomic_write_json, set_random_seed
 
@@ -24,6 +25,7 @@ log = logging.getLogger("clip_adapter")
 
 RESULTS_FILE = "results.json"
 RESULTS_FORMAT = 1
+ENGINES = ("own", "dassl")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default="", help="run folder whose checkpoint --eval-only loads")
     p.add_argument("--load-epoch", type=int, default=None, help="which epoch checkpoint to load (default: best, else last)")
     p.add_argument("--no-train", action="store_true", help="build everything but do not train")
+    p.add_argument("--engine", choices=ENGINES, default="own",
+                   help="own: this project's engine (cached features, fast; the default); dassl: Dassl's trainer loop, "
+                        "data manager and evaluator around the same trainers (needs Dassl, see clip_adapter.dassl)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
 
@@ -80,7 +85,8 @@ def run_state(output_dir: str) -> str:
     """``finished`` (results.json), ``unfinished`` (a folder without it) or ``new``."""
     if os.path.isfile(os.path.join(output_dir, RESULTS_FILE)):
         return "finished"
-    if os.path.isdir(output_dir) and os.listdir(output_dir):
+    # (the sweep's own records, sweep.log, .sweep.lock, sweep_*.json, do not make a run unfinished)
+    if os.path.isdir(output_dir) and any(not n.startswith(("sweep", ".sweep")) for n in os.listdir(output_dir)):
         return "unfinished"
     return "new"
 
@@ -89,10 +95,21 @@ def _config_name(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0] if path else ""
 
 
-def results_payload(cfg, args, trainer, metrics: dict, val_metrics: Optional[dict], wall: float) -> dict:
+def source_record(cfg, transfer: Optional[Transfer], num_classes: int) -> Optional[dict]:
+    """Where the evaluated model came from (transfer evaluations only; see engine/transfer.py)."""
+    if transfer is not None:
+        return transfer.record(num_classes)
+    if cfg.EXPERIMENT.SOURCE:  # a training-free trainer evaluated as part of a transfer experiment
+        return {"dataset": cfg.EXPERIMENT.SOURCE, "relation": "", "training_free": True, "target_classes": num_classes}
+    return None
+
+
+def results_payload(cfg, args, trainer, metrics: dict, val_metrics: Optional[dict], wall: float,
+                    transfer: Optional[Transfer] = None, engine: str = "own") -> dict:
     info = getattr(trainer, "clip_info", None)
     return {
         "format": RESULTS_FORMAT,
+        "engine": engine,
         "trainer": cfg.TRAINER.NAME,
         "dataset": cfg.DATASET.NAME,
         "config": _config_name(args.config_file),
@@ -119,12 +136,20 @@ def results_payload(cfg, args, trainer, metrics: dict, val_metrics: Optional[dic
         "transform": getattr(trainer, "spec_test", ""),
         "offline_check": cfg.DATASET.NAME.startswith("Smoke") or cfg.MODEL.BACKBONE.NAME == "tiny",
         "opts": list(args.opts or []),
+        "test_only": bool(getattr(trainer.dm.dataset, "test_only", False)),
+        "source": source_record(cfg, transfer, len(trainer.dm.dataset.classnames)),
+        "sweep_key": cfg.EXPERIMENT.SWEEP_KEY,
+        "encoder_images": getattr(trainer, "encoder_stats", {}).get("images"),
         "wall_time_s": round(wall, 3),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def run(args) -> int:
+    if args.engine == "dassl":  # the optional plugin, imported only when asked for
+        from clip_adapter.dassl.run import run_dassl
+
+        return run_dassl(args)
     t0 = time.time()
     register_all()
     cfg = setup_cfg(args.dataset_config_file, args.config_file, _cli_overrides(args), args.opts or [])
@@ -150,7 +175,20 @@ def run(args) -> int:
 
     # The only seeding of the run, before anything random (few-shot sampling included) happens.
     set_random_seed(int(cfg.SEED))
-    trainer = trainer_cls(cfg).build()
+    trainer = trainer_cls(cfg)
+    trainer.build_data()
+    transfer = None
+    if args.eval_only and trainer.needs_training:
+        # Before the model is built: a class-bound model on a mapped class subset is built over its
+        # training classes; one that cannot classify these classes is refused here (TransferError).
+        transfer = plan_transfer(trainer_cls, cfg, trainer.dm.dataset, args.model_dir, args.load_epoch)
+        if cfg.EXPERIMENT.SOURCE and transfer.origin and cfg.EXPERIMENT.SOURCE != transfer.origin.dataset:
+            raise ConfigError(
+                f"EXPERIMENT.SOURCE is {cfg.EXPERIMENT.SOURCE!r} but the model in {args.model_dir} was trained on "
+                f"{transfer.origin.dataset!r}; leave EXPERIMENT.SOURCE empty for trained models (it is read from the checkpoint)"
+            )
+        trainer.class_space = transfer.class_space
+    trainer.build_model()
     log.info("Device %s", trainer.device)
 
     if args.eval_only:
@@ -169,7 +207,7 @@ def run(args) -> int:
         val_metrics = trainer.evaluate("val", quiet=True)
         log.info("val accuracy: %.2f%%", val_metrics["accuracy"])
     metrics = trainer.evaluate("test")
-    payload = results_payload(cfg, args, trainer, metrics, val_metrics, time.time() - t0)
+    payload = results_payload(cfg, args, trainer, metrics, val_metrics, time.time() - t0, transfer)
     atomic_write_json(os.path.join(out, RESULTS_FILE), payload)
     log.info("Wrote %s", os.path.join(out, RESULTS_FILE))
     return 0

@@ -15,3 +15,7 @@ class DatasetError(UserError):
 
 class CheckpointError(UserError):
     """A model folder without the checkpoint that was asked for."""
+
+
+class TransferError(UserError):
+    """A trained model asked to classify classes that its learned weights cannot represent."""

@@ -513,11 +513,13 @@ def ablation_tables(runs: Sequence[Run], problems: List[str]) -> List[AblationTa
     tables = []
     for (key, method, shots), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1].sort_key(), kv[0][2])):
         datasets = _ordered_datasets(r.dataset for r in group)
-        # "0" and "0.0" are one setting: group numbers by value, show the first spelling met.
-        spelling: Dict[object, str] = {}
-        for r in sorted(group, key=lambda r: r.path):
-            spelling.setdefault(_as_number(r.sweep_value) if _as_number(r.sweep_value) is not None else r.sweep_value, r.sweep_value)
+        # "0" and "0.0" are one setting: group numbers by value, show the shortest spelling.
         canon = lambda v: _as_number(v) if _as_number(v) is not None else v  # noqa: E731
+        spelling: Dict[object, str] = {}
+        for r in group:
+            best = spelling.get(canon(r.sweep_value))
+            if best is None or (len(r.sweep_value), r.sweep_value) < (len(best), best):
+                spelling[canon(r.sweep_value)] = r.sweep_value
         rows = []
         for value in _value_order(key, spelling.values()):
             cells = {}
@@ -942,12 +944,14 @@ def plot_ablation(runs: Sequence[Run], path: str) -> str:
             if not pts:
                 continue
             style = dict(color="black", linestyle="--") if panel == "Average" else {}
-            ax.errorbar([x for x, _ in pts], [p[0] for p in pts], yerr=[p[1] for p in pts], label=panel,
+            ax.errorbar([x for x, _ in pts], [m for _, (m, _) in pts], yerr=[e for _, (_, e) in pts], label=panel,
                         capsize=3, marker="o", markersize=4, linewidth=1.5, **style)
         if not t.numeric():
-            ax.set_xticks(xs)
-            ax.set_xticklabels(values)
             ax.set_xlim(-0.5, len(values) - 0.5)
+        elif len(xs) > 2 and all(x > 0 and math.log2(x).is_integer() for x in xs):
+            ax.set_xscale("log", base=2)  # bottleneck reductions 2, 4, ..., 32: evenly spaced
+        ax.set_xticks(xs)
+        ax.set_xticklabels(values)
         ax.set_xlabel(t.key)
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(f"{label_of(t.method)}, {_shots_name(t.shots)}", fontsize=10)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import numpy as np
 from filelock import FileLock
@@ -43,8 +43,9 @@ def _draw(label: int, index: int, seed: int) -> Image.Image:
     return img
 
 
-def generate(folder: str, classes: List[str] = CLASSES, seed: int = 0) -> None:
-    """Write the images once, atomically: into a temporary folder, renamed when complete."""
+def write_once(folder: str, fill: Callable[[str], None]) -> None:
+    """Create ``folder`` once, atomically: ``fill(tmp)`` writes into a temporary sibling that is
+    renamed to ``folder`` when complete, so a crash never leaves a half-written dataset behind."""
     if os.path.isdir(folder):
         return
     parent = os.path.dirname(folder)
@@ -54,17 +55,26 @@ def generate(folder: str, classes: List[str] = CLASSES, seed: int = 0) -> None:
             return
         tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
         try:
-            for split, count in PER_SPLIT.items():
-                for label, name in enumerate(classes):
-                    out = os.path.join(tmp, "images", split, name)
-                    os.makedirs(out)
-                    for i in range(count):
-                        s = (seed * 1_000_003 + GENERATOR_VERSION * 7919 + label * 1009 + i * 13 + len(split)) % (2**31)
-                        _draw(label, i, s).save(os.path.join(out, f"{name}_{i:03d}.png"))
+            fill(tmp)
             os.replace(tmp, folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def generate(folder: str, classes: List[str] = CLASSES, seed: int = 0) -> None:
+    """Write the images once, atomically (see ``write_once``)."""
+
+    def fill(tmp: str) -> None:
+        for split, count in PER_SPLIT.items():
+            for label, name in enumerate(classes):
+                out = os.path.join(tmp, "images", split, name)
+                os.makedirs(out)
+                for i in range(count):
+                    s = (seed * 1_000_003 + GENERATOR_VERSION * 7919 + label * 1009 + i * 13 + len(split)) % (2**31)
+                    _draw(label, i, s).save(os.path.join(out, f"{name}_{i:03d}.png"))
+
+    write_once(folder, fill)
 
 
 def split_from_class_folders(image_dir: str, classes: List[str]) -> Dict[str, List[Datum]]:

@@ -91,6 +91,13 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         adapter acts on each class's prompt feature), so they transfer to any class names."""
         return None
 
+    @classmethod
+    def needs_own_engine(cls, cfg) -> Optional[str]:
+        """The alpha search is this trainer's own ``train()`` (one adapter per value, chosen on val)."""
+        if search_grid(cfg):
+            return "TRAINER.CLIP_ADAPTER.SEARCH_RATIOS (the alpha search); leave it empty and set TRAINER.CLIP_ADAPTER.RATIO"
+        return None
+
     # ---------------------------------------------------------------- build
     def build_model(self) -> None:
         node = self.cfg.TRAINER.CLIP_ADAPTER

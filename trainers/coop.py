@@ -33,8 +33,8 @@ class CoOp(ClipTrainer):
     def transfer_blocker(cls, cfg) -> Optional[str]:
         """A shared context transfers to any class names; a class-specific one (CSC) is one per training class."""
         if bool(cfg.TRAINER.COOP.CSC):
-            return ("its prompt context is learned per training class (TRAINER.COOP.CSC True); "
-                    "train with TRAINER.COOP.CSC False for one shared context that transfers")
+            return ("its prompt context is learned per training class (TRAINER.COOP.CSC True; train with "
+                    "TRAINER.COOP.CSC False for one shared context that transfers)")
         return None
 
     def build_head(self) -> None:

@@ -96,6 +96,13 @@ class LinearProbeCLIP(ClipTrainer):
         if self.start_epoch >= 1:
             log.info("Linear probe already fitted (resumed)")
             return
+        self.fit()
+        self.save_model(0, epoch_name(1))
+        self.start_epoch = 1
+
+    def fit(self) -> None:
+        """Fit the head on ``split_features("train")``, C chosen on ``split_features("val")``; saves nothing
+        but ``c_search.json`` (the engine that calls it writes the checkpoint)."""
         node = self.cfg.TRAINER.LINEAR_PROBE
         grid = [float(c) for c in node.C_GRID]
         if not grid or any(not c > 0 for c in grid):
@@ -121,8 +128,6 @@ class LinearProbeCLIP(ClipTrainer):
         })
         self.train_time = time.time() - t0
         log.info("Linear probe fitted with C=%g on %d images in %.1fs", c_best, len(ytr), self.train_time)
-        self.save_model(0, epoch_name(1))
-        self.start_epoch = 1
 
     def _numpy(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
         feats, labels = self.split_features(split)  # deterministic view, raw features
