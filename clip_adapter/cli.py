@@ -140,6 +140,7 @@ def results_payload(cfg, args, trainer, metrics: dict, val_metrics: Optional[dic
         "source": source_record(cfg, transfer, len(trainer.dm.dataset.classnames)),
         "sweep_key": cfg.EXPERIMENT.SWEEP_KEY,
         "encoder_images": getattr(trainer, "encoder_stats", {}).get("images"),
+        "hyperparameters": getattr(trainer, "result_fields", dict)(),
         "wall_time_s": round(wall, 3),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -107,3 +107,11 @@ def test_seed_zero_is_a_real_seed(tmp_path, data_root):
     assert main(args + ["DATASET.NUM_SHOTS", "2"]) == 0
     assert json.loads((out / "results.json").read_text())["seed"] == 0
     assert os.path.isfile(os.path.join(data_root, "smoke", "split_fewshot", "shot_2-seed_0.json"))
+
+
+def test_results_record_the_hyperparameters_used(tmp_path, run_train):
+    out = tmp_path / "ca"
+    assert run_train(out, "CLIP_Adapter", "OPTIM.MAX_EPOCH", "2", "TRAINER.CLIP_ADAPTER.RATIO", "0.4", shots=2) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["hyperparameters"] == {"alpha": 0.4, "adapter_type": "visual", "reduction": res["hyperparameters"]["reduction"]}
+    assert res["epochs"] == 2 and res["shots"] == 2

@@ -134,6 +134,10 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         txt = residual_blend(self.text_adapter, self.text_weights, self.ratio)
         return txt / txt.norm(dim=-1, keepdim=True)
 
+    def result_fields(self) -> dict:
+        node = self.cfg.TRAINER.CLIP_ADAPTER
+        return {"alpha": float(self.ratio), "adapter_type": node.TYPE, "reduction": int(node.REDUCTION)}
+
     def logits(self, image_feats: torch.Tensor, text: Optional[torch.Tensor] = None) -> torch.Tensor:
         img = image_feats
         if self.visual_adapter is not None:

@@ -118,6 +118,7 @@ class LinearProbeCLIP(ClipTrainer):
         else:
             self.require_validation("C", "fix it with TRAINER.LINEAR_PROBE.C_GRID \"[<C>]\" TRAINER.LINEAR_PROBE.SEARCH_STEPS 0")
             c_best, clf, tried = self._search(xtr, ytr, grid, steps, max_iter)
+        self.c_best = c_best
         self.head.load_state_dict(as_linear(clf, len(self.classnames), xtr.shape[1]).state_dict())
         self.head.to(self.device)
         atomic_write_json(os.path.join(self.output_dir, SEARCH_FILE), {
@@ -128,6 +129,10 @@ class LinearProbeCLIP(ClipTrainer):
         })
         self.train_time = time.time() - t0
         log.info("Linear probe fitted with C=%g on %d images in %.1fs", c_best, len(ytr), self.train_time)
+
+    def result_fields(self) -> dict:
+        c = getattr(self, "c_best", None)
+        return {"C": c} if c is not None else {}
 
     def _numpy(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
         feats, labels = self.split_features(split)  # deterministic view, raw features

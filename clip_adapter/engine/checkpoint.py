@@ -9,8 +9,6 @@ import os
 import re
 from typing import Dict, Optional
 
-import torch
-
 from clip_adapter.errors import CheckpointError
 from clip_adapter.utils import atomic_torch_save, atomic_write_text
 
@@ -33,6 +31,8 @@ def save_checkpoint(state: Dict, module_dir: str, filename: str, update_pointer:
 def load_checkpoint(path: str) -> Dict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    import torch  # here, not at module level: the sweep and CLI parse configs without paying for torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused, truncated file, ...

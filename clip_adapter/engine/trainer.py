@@ -233,6 +233,10 @@ class TrainerBase:
             self.load_module_state(name, ckpt["state_dict"], path)
         log.info("Initialised trainable weights from %s", path)
 
+    def result_fields(self) -> Dict:
+        """Hyperparameters chosen during the run (e.g. on val) that results.json should record."""
+        return {}
+
     # ------------------------------------------------------------- evaluate
     def predict(self, split: str) -> tuple:  # pragma: no cover - abstract
         """(logits, labels) for every item of a split, in order."""
