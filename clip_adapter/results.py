@@ -192,6 +192,13 @@ class Run:
 REQUIRED = ("trainer", "dataset", "accuracy", "seed", "shots")
 
 
+def _with_engine(variant: str, engine: str) -> str:
+    """Runs through Dassl's engine are their own rows, never averaged with the project engine's."""
+    if engine == "own":
+        return variant
+    return f"{variant}, engine={engine}" if variant else f"engine={engine}"
+
+
 def _run_from(record: dict, path: str) -> Run:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
@@ -204,7 +211,7 @@ def _run_from(record: dict, path: str) -> Run:
         # CoOp's per-shot schedules (rn50_ep50 at 1 shot, rn50_ep100 at 2-4, rn50 at 8-16) are one method.
         config=re.sub(r"_ep\d+$", "", str(record.get("config") or "")),
         backbone=str(record.get("backbone") or ""),
-        variant=variant_suffix(record.get("opts") or []),
+        variant=_with_engine(variant_suffix(record.get("opts") or []), str(record.get("engine") or "own")),
         preset=str(record.get("preset") or ""),
     )
     dataset = str(record["dataset"])

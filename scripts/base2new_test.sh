@@ -13,17 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_sweep_args "$@"
 set -- ${SWEEP_REST[@]+"${SWEEP_REST[@]}"}
 
-if [[ $# -lt 2 ]]; then
-  echo "usage: bash scripts/base2new_test.sh DATASET SEED [TRAINER=CLIP_Adapter] [CFG=rn50] [KEY VALUE ...]" >&2
-  exit 2
-fi
-DATASET="$1" SEED="$2"
-shift 2
-TRAINER=CLIP_Adapter CFG=rn50
-[[ $# -gt 0 && "$1" != *.* ]] && { TRAINER="$1"; shift; }
-[[ $# -gt 0 && "$1" != *.* ]] && { CFG="$1"; shift; }
+parse_dataset_seed_args "bash scripts/base2new_test.sh DATASET SEED [TRAINER=CLIP_Adapter] [CFG=rn50] [KEY VALUE ...]" "$@"
+set -- ${DS_REST[@]+"${DS_REST[@]}"}
 SHOTS="${SHOTS:-16}"
-[[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer, got '$SEED'"
 dataset_config "$DATASET" >/dev/null
 trainer_config "$TRAINER" "$CFG" >/dev/null
 require_data "$DATASET"

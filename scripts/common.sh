@@ -257,3 +257,22 @@ run_one() {
   fi
   "${cmd[@]}"
 }
+
+# parse_dataset_seed_args USAGE ARGS...: the "DATASET SEED [TRAINER=CLIP_Adapter] [CFG=rn50] [KEY VALUE ...]"
+# arguments of the base-to-novel and cross-dataset scripts. Sets DATASET SEED TRAINER CFG, and DS_REST
+# to the KEY VALUE opts that follow (the 3rd/4th argument is a trainer/config unless it looks like KEY.NAME).
+parse_dataset_seed_args() {
+  local usage="$1"
+  shift
+  if [[ $# -lt 2 ]]; then
+    echo "usage: $usage" >&2
+    exit 2
+  fi
+  DATASET="$1" SEED="$2"
+  shift 2
+  TRAINER=CLIP_Adapter CFG=rn50
+  [[ $# -gt 0 && "$1" != *.* ]] && { TRAINER="$1"; shift; }
+  [[ $# -gt 0 && "$1" != *.* ]] && { CFG="$1"; shift; }
+  [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer, got '$SEED'"
+  DS_REST=("$@")
+}

@@ -19,18 +19,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 parse_sweep_args "$@"
 set -- ${SWEEP_REST[@]+"${SWEEP_REST[@]}"}
 
-if [[ $# -lt 2 ]]; then
-  echo "usage: [SOURCE=imagenet] bash scripts/xd_test.sh DATASET SEED [TRAINER=CLIP_Adapter] [CFG=rn50] [KEY VALUE ...]" >&2
-  exit 2
-fi
-DATASET="$1" SEED="$2"
-shift 2
-TRAINER=CLIP_Adapter CFG=rn50
-[[ $# -gt 0 && "$1" != *.* ]] && { TRAINER="$1"; shift; }
-[[ $# -gt 0 && "$1" != *.* ]] && { CFG="$1"; shift; }
+parse_dataset_seed_args "[SOURCE=imagenet] bash scripts/xd_test.sh DATASET SEED [TRAINER=CLIP_Adapter] [CFG=rn50] [KEY VALUE ...]" "$@"
+set -- ${DS_REST[@]+"${DS_REST[@]}"}
 SOURCE="${SOURCE:-imagenet}"
 SHOTS="${SHOTS:-16}"
-[[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer, got '$SEED'"
 [[ "$SHOTS" =~ ^[0-9]+$ && "$SHOTS" -gt 0 ]] || die "SHOTS must be a positive integer, got '$SHOTS'"
 [[ "$DATASET" != "$SOURCE" ]] || die "DATASET is the source ($SOURCE): its accuracy is the training run's own (results.json in the xd_train.sh folder); pass a target dataset"
 dataset_config "$SOURCE" >/dev/null

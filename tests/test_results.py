@@ -302,3 +302,20 @@ def test_results_does_not_import_torch_or_the_engine():
     code = "import sys, clip_adapter.results; bad = [m for m in sys.modules if m == 'torch' or m.startswith(('clip_adapter.engine', 'clip_adapter.trainers'))]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_dassl_engine_runs_are_their_own_row(tmp_path):
+    import json as _json
+
+    from clip_adapter.results import load_runs
+
+    for engine, acc in (("own", 50.0), ("dassl", 70.0)):
+        d = tmp_path / engine / "seed1"
+        d.mkdir(parents=True)
+        rec = {"format": 1, "trainer": "CLIP_Adapter", "dataset": "Smoke", "config": "tiny", "backbone": "tiny", "shots": 4,
+               "seed": 1, "subsample": "all", "accuracy": acc, "engine": engine}
+        (d / "results.json").write_text(_json.dumps(rec))
+    runs, problems = load_runs(str(tmp_path))
+    assert not problems
+    variants = sorted(r.method.variant for r in runs)
+    assert variants == ["", "engine=dassl"]
