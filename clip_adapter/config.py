@@ -174,6 +174,10 @@ def get_cfg_default() -> CN:
     _C.TRAIN = CN()
     # Save model.pth.tar-<epoch> every N epochs (0: only at the end).
     _C.TRAIN.CHECKPOINT_FREQ = 0
+    # The rolling resume point is rewritten after the first epoch, then at most every N seconds (and
+    # at every kept epoch): on cached features an epoch takes milliseconds and a fsync'd write per
+    # epoch would dominate the run; a crash loses at most N seconds of training.
+    _C.TRAIN.RESUME_SAVE_SECONDS = 10.0
     _C.TRAIN.PRINT_FREQ = 10
     _C.TRAIN.COUNT_ITER = "train_x"
 

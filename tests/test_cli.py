@@ -115,3 +115,37 @@ def test_results_record_the_hyperparameters_used(tmp_path, run_train):
     res = json.loads((out / "results.json").read_text())
     assert res["hyperparameters"] == {"alpha": 0.4, "adapter_type": "visual", "reduction": res["hyperparameters"]["reduction"]}
     assert res["epochs"] == 2 and res["shots"] == 2
+
+
+def _numbers(path):
+    res = json.loads((path / "results.json").read_text())
+    return {k: res[k] for k in ("accuracy", "correct", "macro_f1", "val_accuracy", "per_class_accuracy")}
+
+
+def test_same_seed_same_results_and_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, run_train, monkeypatch, capsys):
+    """Two runs with one seed agree exactly; a run killed after epoch 2 resumes from its checkpoint
+    (epoch 1) and ends with the uninterrupted run's numbers (views and batch order are seeded per epoch)."""
+    from clip_adapter.engine.trainer import TrainerBase
+
+    opts = ("OPTIM.MAX_EPOCH", "4", "TEST.PER_CLASS_RESULT", "True")
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert run_train(a, "CLIP_Adapter", *opts, shots=4) == 0
+    assert run_train(b, "CLIP_Adapter", *opts, shots=4) == 0
+    assert _numbers(a) == _numbers(b)
+
+    original = TrainerBase.after_epoch
+
+    def crash_after_second_epoch(self, epoch):
+        original(self, epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrainerBase, "after_epoch", crash_after_second_epoch)
+    assert run_train(c, "CLIP_Adapter", *opts, shots=4) == 130
+    assert not (c / "results.json").exists()
+    monkeypatch.setattr(TrainerBase, "after_epoch", original)
+    capsys.readouterr()
+    assert run_train(c, "CLIP_Adapter", *opts, shots=4) == 0
+    out = capsys.readouterr().out
+    assert "resuming from its newest checkpoint" in out and "(epoch 1 done)" in out
+    assert _numbers(c) == _numbers(a)

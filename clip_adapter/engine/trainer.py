@@ -147,7 +147,15 @@ class TrainerBase:
             if acc > self.best_val:
                 self.best_val = acc
                 self.save_model(epoch, BEST_NAME)
-        self.save_model(epoch, epoch_name(epoch + 1))
+        now = time.monotonic()
+        due = (
+            epoch == self.start_epoch
+            or self._kept_epoch_file(epoch_name(epoch + 1))
+            or now - getattr(self, "_last_resume_save", 0.0) >= float(self.cfg.TRAIN.RESUME_SAVE_SECONDS)
+        )
+        if due:
+            self.save_model(epoch, epoch_name(epoch + 1))
+            self._last_resume_save = now
 
     # --------------------------------------------------------- checkpoints
     def _module_state(self, name: str, epoch: int) -> Dict:
