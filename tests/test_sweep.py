@@ -482,8 +482,11 @@ def test_killed_sweep_redoes_the_unfinished_run_and_not_the_finished_one(tmp_pat
     """Ctrl-C while one run is finished and another is midway; the next call resumes only the latter."""
     jobs, out = tmp_path / "jobs.jsonl", tmp_path / "output"
     collect(jobs, data_root, out, tmp_path, "main.sh", "smoke", "tiny", 2, "CLIP_Adapter", SEEDS="1")  # first: warms the cache
-    collect(jobs, data_root, out, tmp_path, "main.sh", "smoke", "tiny", 1, "CLIP_Adapter", "OPTIM.MAX_EPOCH", 60, SEEDS="1")
-    short, long_ = out / "smoke/CLIP_Adapter/tiny_2shots/seed1", out / "smoke/CLIP_Adapter/tiny_1shots/ep60/seed1"
+    # A resume point after every epoch (RESUME_SAVE_SECONDS 0) keeps the long run busy long enough to be caught midway.
+    collect(jobs, data_root, out, tmp_path, "main.sh", "smoke", "tiny", 1, "CLIP_Adapter", "OPTIM.MAX_EPOCH", 300,
+            "TRAIN.RESUME_SAVE_SECONDS", 0, SEEDS="1")
+    short = out / "smoke/CLIP_Adapter/tiny_2shots/seed1"
+    long_ = out / "smoke/CLIP_Adapter/tiny_1shots/ep300_resumesaveseconds0/seed1"
     env = script_env(data_root, out)
     proc = subprocess.Popen([sys.executable, "-m", "clip_adapter.sweep", str(jobs), "--jobs", "2"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -507,5 +510,5 @@ def test_killed_sweep_redoes_the_unfinished_run_and_not_the_finished_one(tmp_pat
     assert (short / "sweep.log").read_text().count("sweep attempt") == 1
     assert (long_ / "sweep.log").read_text().count("sweep attempt") == 2
     done = int(re.search(r"Resuming from .* \(epoch (\d+) done\)", (long_ / "log.txt").read_text()).group(1))
-    assert 1 <= done < 60
-    assert json.loads((long_ / "results.json").read_text())["epochs"] == 60
+    assert 1 <= done < 300
+    assert json.loads((long_ / "results.json").read_text())["epochs"] == 300
