@@ -146,8 +146,9 @@ def test_main_killed_midway_is_resumed_then_skipped(tmp_path, data_root):
     """A run killed after its first checkpoint is unfinished: the next call resumes it; then it is skipped."""
     out = tmp_path / "output"
     env = script_env(data_root, out, SEEDS="1")
-    args = ["smoke", "tiny", "4", "CLIP_Adapter", "OPTIM.MAX_EPOCH", "60"]
-    run_dir = out / "smoke" / "CLIP_Adapter" / "tiny_4shots" / "ep60" / "seed1"
+    # A resume point after every epoch (RESUME_SAVE_SECONDS 0) keeps the run busy long enough to be killed midway.
+    args = ["smoke", "tiny", "4", "CLIP_Adapter", "OPTIM.MAX_EPOCH", "200", "TRAIN.RESUME_SAVE_SECONDS", "0"]
+    run_dir = out / "smoke" / "CLIP_Adapter" / "tiny_4shots" / "ep200_resumesaveseconds0" / "seed1"
     proc = subprocess.Popen(["bash", str(SCRIPTS / "main.sh"), *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 300
@@ -166,10 +167,10 @@ def test_main_killed_midway_is_resumed_then_skipped(tmp_path, data_root):
     assert "unfinished: resuming" in second.stdout
     log = (run_dir / "log.txt").read_text()
     done = int(re.search(r"Resuming from .* \(epoch (\d+) done\)", log).group(1))
-    assert 1 <= done < 60
+    assert 1 <= done < 200
     record = json.loads((run_dir / "results.json").read_text())
-    assert record["epochs"] == 60 and record["shots"] == 4 and record["seed"] == 1
-    assert record["opts"] == ["DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "60"]
+    assert record["epochs"] == 200 and record["shots"] == 4 and record["seed"] == 1
+    assert record["opts"] == ["DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "200", "TRAIN.RESUME_SAVE_SECONDS", "0"]
 
     stamp = (run_dir / "results.json").stat().st_mtime_ns
     third = bash("main.sh", *args, env=env, cwd=tmp_path)
