@@ -71,6 +71,12 @@ def sweep_cli(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedPro
                           capture_output=True, text=True, timeout=timeout)
 
 
+def as_in_a_terminal() -> None:
+    """Give the sweep Ctrl-C's default meaning. A test run started in the background by a
+    non-interactive shell (`cmd &`) inherits SIGINT as *ignored*, and so would the sweep under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def marker_lines(tmp_path: Path) -> list:
     path = tmp_path / "marker.txt"
     return path.read_text().split() if path.exists() else []
@@ -289,7 +295,7 @@ def test_two_sweeps_started_at_once_run_each_run_exactly_once(tmp_path):
 def test_ctrl_c_stops_the_pool_and_leaves_runs_unfinished_not_failed(tmp_path):
     jobs = stand_in_joblist(tmp_path, ["quick", "slow1", "slow2"], seconds={"slow1": 60, "slow2": 60})
     proc = subprocess.Popen([sys.executable, "-m", "clip_adapter.sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal)
     deadline = time.time() + 60
     while len(marker_lines(tmp_path)) < 3:  # quick finished, both slow ones started
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
@@ -489,7 +495,8 @@ def test_killed_sweep_redoes_the_unfinished_run_and_not_the_finished_one(tmp_pat
     long_ = out / "smoke/CLIP_Adapter/tiny_1shots/ep300_resumesaveseconds0/seed1"
     env = script_env(data_root, out)
     proc = subprocess.Popen([sys.executable, "-m", "clip_adapter.sweep", str(jobs), "--jobs", "2"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=as_in_a_terminal)
     deadline = time.time() + 300
     try:
         while not ((short / "results.json").exists() and list(long_.glob("*/model.pth.tar-*"))):
