@@ -13,6 +13,7 @@ from typing import Dict, List, Sequence
 from dassl.data.datasets import DatasetBase as DasslDatasetBase
 from dassl.data.datasets import Datum as DasslDatum
 
+from clip_adapter.data.dataset_base import DatasetBase as ProjectDatasetBase
 from clip_adapter.data.templates import get_templates
 from clip_adapter.registry import DATASETS
 
@@ -59,17 +60,10 @@ class ForeignDataset:
         self.test = list(dataset.test or [])
         self._lab2cname: Dict[int, str] = dict(dataset.lab2cname)
 
-    @property
-    def lab2cname(self) -> Dict[int, str]:
-        return dict(self._lab2cname)
-
-    @property
-    def classnames(self) -> List[str]:
-        return [self._lab2cname[k] for k in sorted(self._lab2cname)]
-
-    @property
-    def num_classes(self) -> int:
-        return max(self._lab2cname) + 1 if self._lab2cname else 0
+    # The project's dataset accessors, reused as they are (they read only ``_lab2cname``).
+    lab2cname = ProjectDatasetBase.lab2cname
+    classnames = ProjectDatasetBase.classnames
+    num_classes = ProjectDatasetBase.num_classes
 
     def templates(self, mode: str = "single") -> List[str]:
         if self.name in DATASETS:
