@@ -16,6 +16,7 @@ setup(
         "clip_adapter.engine",
         "clip_adapter.models",
         "clip_adapter.dassl",
+        "clip_adapter.app",
         "clip_adapter.trainers",
         "clip_adapter.datasets",
     ],
@@ -45,5 +46,5 @@ setup(
         # on no package index: install it from its git repository first (docs/readme_parts/dassl.md).
         "dassl": ["yacs", "gdown", "tabulate", "tqdm", "scipy", "scikit-learn", "ftfy", "regex", "tensorboard", "wilds"],
     },
-    entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.cli:main"]},
+    entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.app.train:main"]},
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
-from typing import Iterable, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -195,45 +195,14 @@ def get_cfg_default() -> CN:
     _C.TRAINER = CN()
     _C.TRAINER.NAME = "ZeroshotCLIP"
 
-    # CoOp (names and defaults as in CoOp's train.py).
-    _C.TRAINER.COOP = CN()
-    _C.TRAINER.COOP.N_CTX = 16
-    _C.TRAINER.COOP.CSC = False
-    _C.TRAINER.COOP.CTX_INIT = ""
-    _C.TRAINER.COOP.PREC = "fp16"
-    _C.TRAINER.COOP.CLASS_TOKEN_POSITION = "end"
-
-    # CoCoOp's node, so CoCoOp config files load too.
+    # CoCoOp's node, accepted so that CoCoOp's config files load (compatibility: no trainer reads it yet).
     _C.TRAINER.COCOOP = CN()
     _C.TRAINER.COCOOP.N_CTX = 16
     _C.TRAINER.COCOOP.CTX_INIT = ""
     _C.TRAINER.COCOOP.PREC = "fp16"
 
-    # CLIP-Adapter: residual blend ratio alpha, bottleneck reduction, which branch is adapted.
-    _C.TRAINER.CLIP_ADAPTER = CN()
-    _C.TRAINER.CLIP_ADAPTER.TYPE = "visual"
-    _C.TRAINER.CLIP_ADAPTER.RATIO = 0.2
-    _C.TRAINER.CLIP_ADAPTER.REDUCTION = 4
-    _C.TRAINER.CLIP_ADAPTER.PREC = "fp32"
-    # Text classifier prompts: "" = the dataset's hand-crafted template, "ensemble" = ImageNet's set.
-    _C.TRAINER.CLIP_ADAPTER.TEMPLATES = ""
-    # Per-dataset alpha: used when RATIO < 0, looked up by DATASET.NAME (key DEFAULT for the rest).
-    # The backbone YAMLs hold the table and its sources (configs/trainers/CLIP_Adapter/).
-    _C.TRAINER.CLIP_ADAPTER.RATIO_TABLE = CN(new_allowed=True)
-    # Non-empty: train one adapter per alpha here, keep the best on the *validation* split.
-    _C.TRAINER.CLIP_ADAPTER.SEARCH_RATIOS = ()
-
-    # Linear probe (CoOp's lpclip protocol): L2 logistic regression on raw frozen image features.
-    _C.TRAINER.LINEAR_PROBE = CN()
-    # Coarse grid of C (inverse regularisation strength), scored on the validation split.
-    _C.TRAINER.LINEAR_PROBE.C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
-    # Then this many log-space bisection steps around the best coarse value (0: grid only).
-    _C.TRAINER.LINEAR_PROBE.SEARCH_STEPS = 8
-    _C.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
-
-    # Zero-shot CLIP: "" uses the dataset's hand-crafted template; "ensemble" the ImageNet set.
-    _C.TRAINER.ZEROSHOT = CN()
-    _C.TRAINER.ZEROSHOT.TEMPLATES = ""
+    # Each trainer adds its own node (TRAINER.COOP, TRAINER.CLIP_ADAPTER, ...) when it registers:
+    # see ``add_config_node`` and the ``config_defaults`` of the trainer classes.
 
     # Frozen-encoder feature cache (see clip_adapter/features.py).
     _C.FEATURES = CN()
@@ -262,7 +231,108 @@ def get_cfg_default() -> CN:
     _C.EXPERIMENT.SOURCE = ""
     # Ablation runs (scripts/ablation.sh): the config key that the ablation sweeps.
     _C.EXPERIMENT.SWEEP_KEY = ""
+    for path, (node, _owner) in _REGISTERED_NODES.items():
+        _attach(_C, path, node.clone())
     return _C
+
+
+# ------------------------------------------------------------ compatibility keys
+# Keys that exist so that Dassl's and CoOp's YAML files load unchanged, but that nothing in this
+# project reads (Dassl's augmentations and samplers for domain generalisation, its model heads, ...).
+# A run logs once which of them were set to a non-default value: they have no effect here.
+# tests/test_config.py checks that every other default key is read somewhere.
+COMPAT_KEYS = (
+    "VERSION",
+    "INPUT.NO_TRANSFORM", "INPUT.CUTOUT_N", "INPUT.CUTOUT_LEN", "INPUT.GN_MEAN", "INPUT.GN_STD",
+    "INPUT.RANDAUGMENT_N", "INPUT.RANDAUGMENT_M", "INPUT.COLORJITTER_B", "INPUT.COLORJITTER_C",
+    "INPUT.COLORJITTER_S", "INPUT.COLORJITTER_H", "INPUT.RGS_P", "INPUT.GB_P", "INPUT.GB_K",
+    "DATASET.SOURCE_DOMAINS", "DATASET.TARGET_DOMAINS",
+    "DATASET.NUM_LABELED", "DATASET.VAL_PERCENT", "DATASET.STL10_FOLD", "DATASET.CIFAR_C_TYPE",
+    "DATASET.CIFAR_C_LEVEL", "DATASET.ALL_AS_UNLABELED",
+    "DATALOADER.K_TRANSFORMS", "DATALOADER.RETURN_IMG0", "DATALOADER.TRAIN_X.SAMPLER",
+    "DATALOADER.TRAIN_X.N_DOMAIN", "DATALOADER.TRAIN_X.N_INS", "DATALOADER.TRAIN_U.SAME_AS_X",
+    "DATALOADER.TRAIN_U.SAMPLER", "DATALOADER.TRAIN_U.BATCH_SIZE", "DATALOADER.TRAIN_U.N_DOMAIN",
+    "DATALOADER.TRAIN_U.N_INS", "DATALOADER.TEST.SAMPLER",
+    "MODEL.BACKBONE.PRETRAINED", "MODEL.HEAD.NAME", "MODEL.HEAD.HIDDEN_LAYERS", "MODEL.HEAD.ACTIVATION",
+    "MODEL.HEAD.BN", "MODEL.HEAD.DROPOUT",
+    "OPTIM.RMSPROP_ALPHA", "OPTIM.STAGED_LR", "OPTIM.NEW_LAYERS", "OPTIM.BASE_LR_MULT",
+    "TRAIN.COUNT_ITER", "TEST.EVALUATOR", "TEST.COMPUTE_CMAT",
+    "TRAINER.COCOOP.N_CTX", "TRAINER.COCOOP.CTX_INIT", "TRAINER.COCOOP.PREC",
+)
+
+
+def ineffective_settings(cfg: CN) -> List[Tuple[str, object]]:
+    """(key, value) of every compatibility key that ``cfg`` sets to a non-default value."""
+    defaults = get_cfg_default()
+    out = []
+    for key in COMPAT_KEYS:
+        value, default = _lookup(cfg, key), _lookup(defaults, key)
+        if value is not None and value != default:
+            out.append((key, value))
+    return out
+
+
+# ---------------------------------------------------------------- registered nodes
+# dotted path -> (defaults node, owner): filled when a trainer (or plugin) registers, the way CoOp's
+# ``extend_cfg`` adds TRAINER.COOP to Dassl's defaults. ``get_cfg_default`` attaches every one.
+_REGISTERED_NODES: Dict[str, Tuple[CN, str]] = {}
+
+
+def add_config_node(path: str, node: CN, owner: str) -> None:
+    """Declare a node of defaults (``TRAINER.CLIP_ADAPTER``) that ``get_cfg_default`` adds from now on.
+
+    Two owners may declare the same path only with identical defaults (KgCoOp reading CoOp's node);
+    a different declaration is refused, so a plugin can never silently change another trainer's defaults.
+    """
+    if not isinstance(node, CN):
+        raise ConfigError(f"{owner}: config_defaults() must return yacs CfgNode objects, got {type(node).__name__} for {path}")
+    core = _core_defaults()
+    parent, _, leaf = path.rpartition(".")
+    if _lookup(core, path) is not None:
+        raise ConfigError(f"{owner} declares config node {path}, which is a core key of clip_adapter/config.py; pick another name")
+    if parent and _lookup(core, parent) is None and parent not in _REGISTERED_NODES:
+        raise ConfigError(f"{owner} declares config node {path}, but its parent {parent} does not exist")
+    if path in _REGISTERED_NODES:
+        known, known_owner = _REGISTERED_NODES[path]
+        if known.dump() != node.dump():
+            raise ConfigError(f"{owner} declares config node {path} with other defaults than {known_owner}; "
+                              "share the node unchanged or use a node of your own")
+        return
+    _REGISTERED_NODES[path] = (node.clone(), owner)
+
+
+def registered_config_nodes() -> Dict[str, str]:
+    """dotted path -> owner of every node added by a registered trainer or plugin."""
+    return {path: owner for path, (_node, owner) in _REGISTERED_NODES.items()}
+
+
+def _lookup(cfg: CN, path: str):
+    node = cfg
+    for part in path.split("."):
+        if not isinstance(node, CN) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _attach(cfg: CN, path: str, node: CN) -> None:
+    parent, _, leaf = path.rpartition(".")
+    target = _lookup(cfg, parent) if parent else cfg
+    target[leaf] = node
+
+
+_CORE_CACHE: List[CN] = []
+
+
+def _core_defaults() -> CN:
+    if not _CORE_CACHE:
+        saved = dict(_REGISTERED_NODES)
+        _REGISTERED_NODES.clear()
+        try:
+            _CORE_CACHE.append(get_cfg_default())
+        finally:
+            _REGISTERED_NODES.update(saved)
+    return _CORE_CACHE[0]
 
 
 def _check_yaml(path: str) -> None:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Iterator, TypeVar
+from typing import Callable, Dict, Iterator, Optional, TypeVar
 
+from clip_adapter.config import add_config_node
 from clip_adapter.errors import UserError
 
 T = TypeVar("T")
@@ -16,9 +17,10 @@ class RegistryError(UserError):
 class Registry:
     """Maps names to classes; refuses duplicates so two plugins can never silently shadow each other."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, on_register: Optional[Callable[[str, type], None]] = None) -> None:
         self.kind = kind
         self._entries: Dict[str, type] = {}
+        self._on_register = on_register
 
     def register(self, obj: type | None = None, name: str | None = None) -> Callable[[T], T] | type:
         """Use as ``@TRAINERS.register()`` or ``TRAINERS.register(cls)``."""
@@ -27,6 +29,8 @@ class Registry:
             key = name or cls.__name__
             if key in self._entries and self._entries[key] is not cls:
                 raise RegistryError(f"{self.kind} {key!r} is already registered (by {self._entries[key].__module__})")
+            if self._on_register is not None and key not in self._entries:
+                self._on_register(key, cls)
             self._entries[key] = cls
             return cls
 
@@ -52,5 +56,12 @@ class Registry:
         return iter(sorted(self._entries))
 
 
-TRAINERS = Registry("trainer")
+def _add_trainer_config(name: str, cls: type) -> None:
+    """A trainer's own config node joins the defaults when it registers (CoOp's ``extend_cfg`` habit)."""
+    declare = getattr(cls, "config_defaults", None)
+    for path, node in (declare() if callable(declare) else {}).items():
+        add_config_node(path, node, owner=f"trainer {name} ({cls.__module__})")
+
+
+TRAINERS = Registry("trainer", on_register=_add_trainer_config)
 DATASETS = Registry("dataset")

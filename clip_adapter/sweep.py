@@ -111,7 +111,7 @@ def _train_args(cmd: Sequence[str]) -> Optional[List[str]]:
     """The train.py arguments of a command that runs the CLI, else None (an opaque command)."""
     if len(cmd) >= 2 and os.path.basename(cmd[1]) == "train.py":
         return list(cmd[2:])
-    if len(cmd) >= 3 and list(cmd[1:3]) == ["-m", "clip_adapter.cli"]:
+    if len(cmd) >= 3 and list(cmd[1:3]) == ["-m", "clip_adapter.app.train"]:
         return list(cmd[3:])
     if cmd and os.path.basename(cmd[0]) == "clip-adapter-train":
         return list(cmd[1:])
@@ -123,7 +123,10 @@ class _Resolver:
     run's dependencies and its feature-cache group. A bad command fails here, before any run starts."""
 
     def __init__(self) -> None:
-        from clip_adapter import cli
+        from clip_adapter.app import train as cli
+        from clip_adapter.plugins import load_all
+
+        load_all()  # trainer config nodes and plugin classes, as the run itself will see them
 
         self.cli = cli
         self.parser = cli.build_parser()

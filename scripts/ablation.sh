@@ -39,6 +39,8 @@ require_data "$DATASET"
 "$PYTHON" - "$KEY" "${VALUE_LIST[@]}" <<'PY' || exit 2
 import sys
 from clip_adapter.config import get_cfg_default, merge_from_list
+from clip_adapter.plugins import load_all
+load_all(quiet=True)
 from clip_adapter.errors import UserError
 key, values = sys.argv[1], sys.argv[2:]
 seen = {}

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from tabulate import tabulate
 
-from clip_adapter.cli import register_all
+from clip_adapter.plugins import load_all as register_all
 from clip_adapter.config import get_cfg_default, setup_cfg
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.datum import Datum

@@ -227,7 +227,8 @@ if [[ $DO_XD == 1 && -n "$XD_TARGETS" ]]; then
     if "$PYTHON" - "$T" "$(trainer_config "$T" "${args[0]}")" "${args[@]:1}" ${EXTRA[@]+"${EXTRA[@]}"} <<'PY'; then TRANSFERABLE+="$T "; else BLOCKED+="$T "; fi
 import sys
 from clip_adapter.config import setup_cfg
-import clip_adapter.trainers  # noqa: F401  (registers them)
+from clip_adapter.plugins import load_all
+load_all(quiet=True)
 from clip_adapter.registry import TRAINERS
 name, path, opts = sys.argv[1], sys.argv[2], sys.argv[3:]
 reason = TRAINERS.get(name).transfer_blocker(setup_cfg("", path, {"TRAINER.NAME": name}, opts))

@@ -16,6 +16,14 @@ def trainer_cfg(trainer: str, name: str = "tiny") -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _registered():
+    """Every built-in trainer and dataset (and their config nodes) registered, as a run has them."""
+    from clip_adapter.plugins import load_all
+
+    load_all(quiet=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
     """Tiny CLIP weights in a per-session folder, never the user's ~/.cache."""
     weights = tmp_path_factory.mktemp("clip_weights")
@@ -39,7 +47,7 @@ def data_root(tmp_path_factory) -> str:
 @pytest.fixture
 def run_train(data_root):
     """Call the real CLI in-process: run_train(out_dir, trainer, *opts, cfg="tiny", extra=[...])."""
-    from clip_adapter.cli import main
+    from clip_adapter.app.train import main
 
     def _run(output_dir, trainer="ZeroshotCLIP", *opts, cfg="tiny", seed=1, shots=16, extra=(), dataset=SMOKE_DS, root=None):
         argv = [

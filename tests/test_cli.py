@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from clip_adapter.cli import main
+from clip_adapter.app.train import main
 from conftest import SMOKE_DS, trainer_cfg
 
 
@@ -69,7 +69,7 @@ def test_eval_only_without_checkpoint(tmp_path, data_root, capsys):
     import clip_adapter.trainers  # noqa: F401
     from clip_adapter.registry import TRAINERS
 
-    trainable = [n for n in TRAINERS.names() if TRAINERS.get(n).needs_training]
+    trainable = [n for n in TRAINERS.names() if TRAINERS.get(n).uses_training_data]
     if not trainable:
         pytest.skip("no trainable trainer registered yet")
     name = trainable[0]

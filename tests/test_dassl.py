@@ -20,7 +20,7 @@ import torch
 
 import clip_adapter.datasets  # noqa: F401  (register the project's classes for the parametrisation)
 import clip_adapter.trainers  # noqa: F401
-from clip_adapter.cli import main
+from clip_adapter.app.train import main
 from clip_adapter.config import setup_cfg
 from clip_adapter.errors import ConfigError, UserError
 from clip_adapter.registry import DATASETS, TRAINERS
@@ -137,7 +137,7 @@ def test_extend_cfg_adds_only_what_is_missing_from_the_one_set_of_defaults(plugi
 @pytest.mark.parametrize("trainer", TRAINERS.names())
 def test_every_trainer_runs_through_dassl(trainer, plugin, tmp_path, data_root):
     core = TRAINERS.get(trainer)
-    short = ["OPTIM.MAX_EPOCH", "3"] if core.needs_training and not hasattr(core, "fit") else []  # (fit: one step)
+    short = ["OPTIM.MAX_EPOCH", "3"] if core.uses_training_data and core.trains_in_epochs else []  # (fit: one step)
     out = tmp_path / "run"
     assert run_cli("dassl", out, trainer, data_root, *short) == 0
     log = (out / "log.txt").read_text()
@@ -147,7 +147,7 @@ def test_every_trainer_runs_through_dassl(trainer, plugin, tmp_path, data_root):
     assert res["engine"] == "dassl" and res["trainer"] == trainer and res["dataset"] == "Smoke" and res["total"] == 100
     assert f"{res['accuracy']:.1f}" == printed[-1]  # the last Dassl line is the test result results.json reports
     assert res["transform"].startswith("dassl;") and res["encoder_images"] > 0
-    if core.needs_training:
+    if core.uses_training_data:
         assert res["val_accuracy"] is not None
         assert list(out.glob("*/model.pth.tar-*")), "Dassl saved no checkpoint"
     assert run_cli("dassl", out, trainer, data_root, *short) == 0  # finished: skipped, as in the own engine

@@ -89,7 +89,7 @@ def test_label_map_explicit_labels_names_and_refusal():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_root):
     """A linear probe and a class-specific CoOp trained on Smoke (in-process, a few seconds)."""
-    from clip_adapter.cli import main
+    from clip_adapter.app.train import main
     from conftest import SMOKE_DS
 
     out = tmp_path_factory.mktemp("xd") / "output"

@@ -19,7 +19,7 @@ from conftest import SMOKE_DS, trainer_cfg
 from PIL import Image
 
 from clip_adapter import features as F
-from clip_adapter.cli import register_all
+from clip_adapter.plugins import load_all as register_all
 from clip_adapter.config import setup_cfg
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.loader import build_loader
@@ -28,7 +28,7 @@ from clip_adapter.errors import DatasetError
 from clip_adapter.features import FeatureCache, ViewSeeds, cached_text_classifier, default_cache_dir, load_verified, view_seed
 from clip_adapter.models.clip_loader import load_clip
 from clip_adapter.registry import TRAINERS
-from clip_adapter.trainers.clip_base import ClipTrainer
+from clip_adapter.engine.clip_trainer import ClipTrainer
 from clip_adapter.utils import set_random_seed
 
 N_IMAGES = 10

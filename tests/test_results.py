@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 def write_run(root: Path, rel: str, *, trainer: str, dataset: str, accuracy: float, seed: int, shots: int = 16,
               config: str = "rn50", backbone: str = "RN50", subsample: str = "all", epochs: int = 200,
               eval_only: bool = False, model_dir: str = "", opts=None) -> Path:
-    """A results.json with the keys the CLI writes (see clip_adapter/cli.py results_payload)."""
+    """A results.json with the keys the CLI writes (see clip_adapter/engine/run.py results_payload)."""
     folder = root / rel
     folder.mkdir(parents=True, exist_ok=True)
     record = {

@@ -70,7 +70,7 @@ def test_training_free_list_matches_the_registry():
 
     text = (SCRIPTS / "common.sh").read_text()
     listed = set(re.search(r'^TRAINING_FREE_TRAINERS="([^"]*)"', text, re.M).group(1).split())
-    free = {name for name in TRAINERS.names() if not TRAINERS.get(name).needs_training}
+    free = {name for name in TRAINERS.names() if not TRAINERS.get(name).uses_training_data}
     assert listed == free
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from clip_adapter.cli import register_all
+from clip_adapter.plugins import load_all as register_all
 from clip_adapter.config import get_cfg_default, setup_cfg
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.registry import TRAINERS
@@ -56,7 +56,7 @@ def test_every_trainer_trains_only_its_own_parameters(name, data_root, tmp_path)
     feats = torch.randn(8, trainer.clip_info.embed_dim) * 5
     labels = torch.randint(len(trainer.classnames), (8,))
     params = {f"{m}.{n}": p for m, mod in trainer.trainable_modules().items() for n, p in mod.named_parameters()}
-    if trainer.needs_training:
+    if trainer.uses_training_data:
         assert params, f"{name} trains but registered no trainable module"
     if params:
         start = {k: p.detach().clone() for k, p in params.items()}
@@ -168,7 +168,7 @@ def test_adapter_width_follows_the_backbone(arch, data_root, tmp_path):
 @pytest.fixture(scope="module")
 def adapter_run(data_root, tmp_path_factory):
     """One CLIP_Adapter run with both adapters (TYPE both), trained through the CLI."""
-    from clip_adapter.cli import main
+    from clip_adapter.app.train import main
 
     out = tmp_path_factory.mktemp("adapter_run")
     argv = ["--root", data_root, "--seed", "1", "--trainer", "CLIP_Adapter", "--dataset-config-file", SMOKE_DS,

@@ -28,12 +28,13 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from yacs.config import CfgNode as CN
 
 from clip_adapter.engine.checkpoint import epoch_name
 from clip_adapter.errors import ConfigError
 from clip_adapter.models.adapter import Adapter, residual_blend
 from clip_adapter.registry import TRAINERS
-from clip_adapter.trainers.clip_base import ClipTrainer
+from clip_adapter.engine.clip_trainer import ClipTrainer
 from clip_adapter.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,25 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
     """CLIP-Adapter over cached frozen features (TRAINER.CLIP_ADAPTER.{TYPE, RATIO, REDUCTION, PREC})."""
 
     prec_node = "CLIP_ADAPTER"
+
+    @classmethod
+    def config_defaults(cls) -> Dict[str, CN]:
+        node = CN()
+        # Which branch is adapted: visual (the paper's default, the authors' release) | text | both.
+        node.TYPE = "visual"
+        # Residual blend ratio alpha: adapted = alpha * A(f) + (1 - alpha) * f. < 0: from RATIO_TABLE.
+        node.RATIO = 0.2
+        # Bottleneck reduction of the adapter (width / REDUCTION hidden units).
+        node.REDUCTION = 4
+        node.PREC = "fp32"
+        # Text classifier prompts: "" = the dataset's hand-crafted template, "ensemble" = ImageNet's set.
+        node.TEMPLATES = ""
+        # Per-dataset alpha: used when RATIO < 0, looked up by DATASET.NAME (key DEFAULT for the rest).
+        # The backbone YAMLs hold the table and its sources (configs/trainers/CLIP_Adapter/).
+        node.RATIO_TABLE = CN(new_allowed=True)
+        # Non-empty: train one adapter per alpha here, keep the best on the *validation* split.
+        node.SEARCH_RATIOS = ()
+        return {"TRAINER.CLIP_ADAPTER": node}
 
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:
@@ -138,13 +158,12 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         node = self.cfg.TRAINER.CLIP_ADAPTER
         return {"alpha": float(self.ratio), "adapter_type": node.TYPE, "reduction": int(node.REDUCTION)}
 
-    def logits(self, image_feats: torch.Tensor, text: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def logits(self, image_feats: torch.Tensor) -> torch.Tensor:
         img = image_feats
         if self.visual_adapter is not None:
             img = residual_blend(self.visual_adapter, img, self.ratio)
         img = img / img.norm(dim=-1, keepdim=True)
-        txt = self.class_text_features() if text is None else text
-        return self.logit_scale * img @ txt.t()
+        return self.logit_scale * img @ self.current_text_features().t()
 
     def forward_backward(self, batch) -> Dict[str, float]:
         if self.ratio == 0:  # the adapters are blended out: zero-shot CLIP, nothing can learn
@@ -152,14 +171,6 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
                 feats, labels = batch
                 return {"loss": float(F.cross_entropy(self.logits(feats), labels).item())}
         return super().forward_backward(batch)
-
-    @torch.no_grad()
-    def predict(self, split: str):
-        feats, labels = self.split_features(split)
-        txt = self.class_text_features()  # once per evaluation, not per batch
-        bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
-        out = [self.logits(feats[i : i + bs].to(self.device), txt).float().cpu() for i in range(0, len(feats), bs)]
-        return (torch.cat(out) if out else torch.empty(0, len(self.classnames))), labels
 
     # ---------------------------------------------------------- checkpoints
     def state_dict_for_save(self, name: str, module: nn.Module) -> Dict[str, torch.Tensor]:

@@ -13,10 +13,11 @@ from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
+from yacs.config import CfgNode as CN
 
 from clip_adapter.models.prompt_learner import PromptLearner, PromptTextEncoder
 from clip_adapter.registry import TRAINERS
-from clip_adapter.trainers.clip_base import ClipTrainer
+from clip_adapter.engine.clip_trainer import ClipTrainer
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,18 @@ class CoOp(ClipTrainer):
     """Context Optimization (TRAINER.COOP.{N_CTX, CTX_INIT, CSC, CLASS_TOKEN_POSITION, PREC})."""
 
     prec_node = "COOP"
+
+    @classmethod
+    def config_defaults(cls) -> Dict[str, CN]:
+        node = CN()  # names and defaults as in CoOp's train.py
+        node.N_CTX = 16
+        node.CSC = False
+        node.CTX_INIT = ""
+        # fp16 (CoOp's default: CLIP and the context in half precision) | fp32 | amp; fp32 off CUDA.
+        node.PREC = "fp16"
+        # end | middle | front
+        node.CLASS_TOKEN_POSITION = "end"
+        return {"TRAINER.COOP": node}
 
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:
@@ -62,12 +75,6 @@ class CoOp(ClipTrainer):
         txt = txt.float()
         return txt / txt.norm(dim=-1, keepdim=True)
 
-    def logits(self, image_feats: torch.Tensor, text: Optional[torch.Tensor] = None) -> torch.Tensor:
-        txt = self.class_text_features() if text is None else text
-        img = image_feats.float()
-        img = img / img.norm(dim=-1, keepdim=True)
-        return self.logit_scale * img @ txt.t()
-
     def forward_backward(self, batch) -> Dict[str, float]:
         if self.scaler is None:
             return super().forward_backward(batch)
@@ -79,11 +86,3 @@ class CoOp(ClipTrainer):
         self.scaler.step(opt)
         self.scaler.update()
         return {"loss": float(loss.item())}
-
-    @torch.no_grad()
-    def predict(self, split: str):
-        feats, labels = self.split_features(split)
-        txt = self.class_text_features()  # the text tower once per evaluation, not per batch
-        bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
-        out = [self.logits(feats[i : i + bs].to(self.device), txt).cpu() for i in range(0, len(feats), bs)]
-        return (torch.cat(out) if out else torch.empty(0, len(self.classnames))), labels

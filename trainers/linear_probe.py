@@ -22,11 +22,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
+from yacs.config import CfgNode as CN
 
 from clip_adapter.engine.checkpoint import epoch_name
 from clip_adapter.errors import ConfigError
 from clip_adapter.registry import TRAINERS
-from clip_adapter.trainers.clip_base import ClipTrainer
+from clip_adapter.engine.clip_trainer import ClipTrainer
 from clip_adapter.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,18 @@ def as_linear(clf, num_classes: int, dim: int) -> nn.Linear:
 class LinearProbeCLIP(ClipTrainer):
     """Logistic regression on frozen CLIP image features, C chosen on val (TRAINER.LINEAR_PROBE.*)."""
 
+    trains_in_epochs = False  # one solver fit (fit()), saved as epoch 1
+
+    @classmethod
+    def config_defaults(cls) -> Dict[str, CN]:
+        node = CN()
+        # Coarse grid of C (inverse regularisation strength), scored on the validation split.
+        node.C_GRID = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)
+        # Then this many log-space bisection steps around the best coarse value (0: grid only).
+        node.SEARCH_STEPS = 8
+        node.MAX_ITER = 1000
+        return {"TRAINER.LINEAR_PROBE": node}
+
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:
         return "its weights are one classifier row per training class"
@@ -91,15 +104,6 @@ class LinearProbeCLIP(ClipTrainer):
         return self.head(image_feats.float())
 
     # ----------------------------------------------------------------- fit
-    def train(self) -> None:
-        """One closed-form-style fit instead of epochs; saved as epoch 1 (``model.pth.tar-1``)."""
-        if self.start_epoch >= 1:
-            log.info("Linear probe already fitted (resumed)")
-            return
-        self.fit()
-        self.save_model(0, epoch_name(1))
-        self.start_epoch = 1
-
     def fit(self) -> None:
         """Fit the head on ``split_features("train")``, C chosen on ``split_features("val")``; saves nothing
         but ``c_search.json`` (the engine that calls it writes the checkpoint)."""

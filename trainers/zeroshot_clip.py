@@ -1,15 +1,32 @@
 """Zero-shot CLIP: the frozen model with a text classifier of fixed prompts; nothing trains."""
 from __future__ import annotations
 
+from typing import Dict
+
+from yacs.config import CfgNode as CN
+
+from clip_adapter.engine.clip_trainer import ClipTrainer
 from clip_adapter.registry import TRAINERS
-from clip_adapter.trainers.clip_base import ClipTrainer
+
+
+class _ZeroShot(ClipTrainer):
+    """Nothing learned: no epochs, no dependence on shots or seed, any class names."""
+
+    trains_in_epochs = False
+    uses_training_data = False
+
+    @classmethod
+    def config_defaults(cls) -> Dict[str, CN]:
+        node = CN()
+        # "" uses the dataset's hand-crafted template; "ensemble" the ImageNet set.
+        node.TEMPLATES = ""
+        return {"TRAINER.ZEROSHOT": node}
 
 
 @TRAINERS.register()
-class ZeroshotCLIP(ClipTrainer):
+class ZeroshotCLIP(_ZeroShot):
     """The dataset's hand-crafted template (``a photo of a {}, a type of pet.``)."""
 
-    needs_training = False
     template_mode = "single"
 
     def build_model(self) -> None:
@@ -19,8 +36,7 @@ class ZeroshotCLIP(ClipTrainer):
 
 
 @TRAINERS.register()
-class ZeroshotCLIP2(ClipTrainer):
+class ZeroshotCLIP2(_ZeroShot):
     """ImageNet's template ensemble (CoOp's ZeroshotCLIP2)."""
 
-    needs_training = False
     template_mode = "ensemble"

@@ -38,8 +38,9 @@ def _register(registry, names: List[str], make: Callable[[str], type]) -> tuple:
 
 def register_all() -> Dict[str, List[str]]:
     """Register every project trainer (as a ``TrainerX``) and dataset; idempotent. Returns ``REPORT``."""
-    import clip_adapter.datasets  # noqa: F401  (importing the packages registers the project's classes)
-    import clip_adapter.trainers  # noqa: F401
+    from clip_adapter.plugins import load_all
+
+    load_all()  # the project's trainers and datasets, and every installed plugin's
 
     REPORT["trainers"], REPORT["skipped_trainers"] = _register(TRAINER_REGISTRY, TRAINERS.names(), lambda n: trainer_class(TRAINERS.get(n)))
     REPORT["datasets"], REPORT["skipped_datasets"] = _register(DATASET_REGISTRY, DATASETS.names(), lambda n: dataset_class(DATASETS.get(n)))

@@ -13,17 +13,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import time
+from typing import Optional
 
-from clip_adapter.cli import RESULTS_FILE, _cli_overrides, _has_checkpoint, results_payload, run_state
-from clip_adapter.config import save_cfg, setup_cfg
 from clip_adapter.dassl.config import dassl_cfg, dassl_defaults_in_effect
 from clip_adapter.dassl.trainers import refuse_own_engine_only
-from clip_adapter.engine.logging_setup import setup_logging
-from clip_adapter.errors import CheckpointError, UserError
+from clip_adapter.engine.run import RunOutcome, RunRequest
+from clip_adapter.errors import UserError
 from clip_adapter.registry import DATASETS, TRAINERS
-from clip_adapter.utils import atomic_write_json, set_random_seed
 
 log = logging.getLogger("clip_adapter")
 dassl_log = logging.getLogger("clip_adapter.dassl.stdout")
@@ -59,69 +55,60 @@ def _check_registered(kind: str, name: str, registry, ours) -> None:
         raise UserError(f"{kind} {name!r} is not registered in Dassl; known there: {', '.join(sorted(registry.registered_names()))}")
 
 
-def run_dassl(args) -> int:
-    t0 = time.time()
-    import clip_adapter.dassl  # noqa: F401  (registers; one-line DasslMissingError without Dassl)
-    from dassl.data.datasets import DATASET_REGISTRY
-    from dassl.engine import TRAINER_REGISTRY, build_trainer
+class DasslEngine:
+    """``train.py --engine dassl``: Dassl's ``build_trainer`` and loop inside the one run lifecycle."""
 
-    cfg = setup_cfg(args.dataset_config_file, args.config_file, _cli_overrides(args), args.opts or [], base=dassl_cfg())
-    _check_registered("trainer", cfg.TRAINER.NAME, TRAINER_REGISTRY, TRAINERS)
-    _check_registered("dataset", cfg.DATASET.NAME, DATASET_REGISTRY, DATASETS)
-    host_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
-    project_cls = getattr(host_cls, "project_cls", None)
-    if project_cls is None:
-        raise UserError(f"trainer {cfg.TRAINER.NAME!r} in Dassl's registry is not this project's ({host_cls.__module__}); "
-                        "--engine dassl runs this project's trainers: run that one with its own train.py")
-    refuse_own_engine_only(project_cls, cfg)  # before anything is written
-    out = cfg.OUTPUT_DIR
-    state = run_state(out)
-    if state == "finished":
-        print(f"Finished run found in {out} ({RESULTS_FILE} exists): skipping. Delete the folder to run it again.")
-        return 0
-    if args.eval_only and project_cls.needs_training and not _has_checkpoint(args.model_dir):
-        raise CheckpointError(
-            f"--eval-only needs a trained model, but --model-dir {args.model_dir or '(not given)'!r} has no checkpoint; "
-            "train first or pass the run folder that holds <module>/model*.pth.tar*"
-        )
+    name = "dassl"
 
-    setup_logging(out, cfg.VERBOSE)
-    import dassl
+    def __init__(self) -> None:
+        import clip_adapter.dassl  # noqa: F401  (registers; one-line DasslMissingError without Dassl)
 
-    log.info("Engine: Dassl %s (build_trainer -> %s.%s)", dassl.__version__, host_cls.__module__, host_cls.__name__)
-    if state == "unfinished":
-        log.info("Unfinished run in %s: Dassl resumes from its newest checkpoint when there is one", out)
-    save_cfg(cfg, out)
-    in_effect = dassl_defaults_in_effect(cfg)
-    if in_effect:
-        log.info("Dassl's defaults apply where no config file set these keys (this project's own defaults differ): %s",
-                 "; ".join(f"{k}={theirs!r} (own engine: {ours!r})" for k, theirs, ours in in_effect))
-    log.info("Trainer %s | dataset %s | backbone %s | shots %s | seed %s", cfg.TRAINER.NAME, cfg.DATASET.NAME, cfg.MODEL.BACKBONE.NAME, cfg.DATASET.NUM_SHOTS, cfg.SEED)
+    def base_config(self):
+        return dassl_cfg()
 
-    set_random_seed(int(cfg.SEED))  # as CoOp's train.py: once, before build_trainer
-    stdout = PrintsToLog(dassl_log)
-    with contextlib.redirect_stdout(stdout):
-        try:
-            trainer = build_trainer(cfg)
-            if args.eval_only:
-                trainer.load_model(args.model_dir, epoch=args.load_epoch)
-                trainer.test()
-            elif args.no_train:
-                log.info("--no-train: built the trainer, not training or testing")
-                return 0
-            else:
-                trainer.train()  # Dassl tests at the end (after_train)
-            if "test" not in trainer.metrics:  # TEST.NO_TEST or TEST.SPLIT val: results.json reports test
-                trainer.test("test")
-            val_metrics = None
-            if not args.eval_only and project_cls.needs_training:
-                val_metrics = trainer.quiet_metrics("val")
-        finally:
-            stdout.flush()
-    if val_metrics is not None:
-        log.info("val accuracy: %.2f%%", val_metrics["accuracy"])
-    payload = results_payload(cfg, args, trainer.core, trainer.metrics["test"], val_metrics, time.time() - t0, engine="dassl")
-    payload["features_mode"] = "dassl"  # images encoded batch by batch from Dassl's loaders, no image-feature cache
-    atomic_write_json(os.path.join(out, RESULTS_FILE), payload)
-    log.info("Wrote %s", os.path.join(out, RESULTS_FILE))
-    return 0
+    def check(self, cfg) -> None:
+        from dassl.data.datasets import DATASET_REGISTRY
+        from dassl.engine import TRAINER_REGISTRY
+
+        _check_registered("trainer", cfg.TRAINER.NAME, TRAINER_REGISTRY, TRAINERS)
+        _check_registered("dataset", cfg.DATASET.NAME, DATASET_REGISTRY, DATASETS)
+        host_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+        if getattr(host_cls, "project_cls", None) is None:
+            raise UserError(f"trainer {cfg.TRAINER.NAME!r} in Dassl's registry is not this project's ({host_cls.__module__}); "
+                            "--engine dassl runs this project's trainers: run that one with its own train.py")
+        refuse_own_engine_only(host_cls.project_cls, cfg)
+
+    def run(self, cfg, request: RunRequest, trainer_cls, resume_dir: str) -> Optional[RunOutcome]:
+        import dassl
+        from dassl.engine import TRAINER_REGISTRY, build_trainer
+
+        host_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+        log.info("Engine: Dassl %s (build_trainer -> %s.%s); Dassl resumes from the folder's newest checkpoint when there is one",
+                 dassl.__version__, host_cls.__module__, host_cls.__name__)
+        in_effect = dassl_defaults_in_effect(cfg)
+        if in_effect:
+            log.info("Dassl's defaults apply where no config file set these keys (this project's own defaults differ): %s",
+                     "; ".join(f"{k}={theirs!r} (own engine: {ours!r})" for k, theirs, ours in in_effect))
+        stdout = PrintsToLog(dassl_log)
+        with contextlib.redirect_stdout(stdout):
+            try:
+                trainer = build_trainer(cfg)
+                if request.eval_only:
+                    trainer.load_model(request.model_dir, epoch=request.load_epoch)
+                    trainer.test()
+                elif request.no_train:
+                    log.info("--no-train: built the trainer, not training or testing")
+                    return None
+                else:
+                    trainer.train()  # Dassl tests at the end (after_train)
+                if "test" not in trainer.metrics:  # TEST.NO_TEST or TEST.SPLIT val: results.json reports test
+                    trainer.test("test")
+                val_metrics = None
+                if not request.eval_only and trainer_cls.uses_training_data:
+                    val_metrics = trainer.quiet_metrics("val")
+            finally:
+                stdout.flush()
+        if val_metrics is not None:
+            log.info("val accuracy: %.2f%%", val_metrics["accuracy"])
+        # images encoded batch by batch from Dassl's loaders: no image-feature cache
+        return RunOutcome(trainer.core, trainer.metrics["test"], val_metrics, features_mode="dassl")

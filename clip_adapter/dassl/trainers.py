@@ -94,13 +94,13 @@ class Hosted:
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self._scheds: Dict[str, object] = {}
+        self.schedulers: Dict[str, object] = {}
+        self.dassl_features: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def register_model(self, name: str, module: torch.nn.Module, trainable: bool = True) -> None:
-        self._modules[name] = module
-        optim = build_optimizer(module, self.cfg.OPTIM) if trainable else None
-        self._optims[name] = optim
-        self._scheds[name] = build_scheduler(optim, self.cfg.OPTIM) if optim is not None else None
+    def make_optimizer(self, name: str, module: torch.nn.Module):
+        optim = build_optimizer(module, self.cfg.OPTIM)
+        self.schedulers[name] = build_scheduler(optim, self.cfg.OPTIM)
+        return optim
 
     def build_transforms(self) -> None:
         self.tfm_train = self.tfm_test = None  # Dassl's data manager transforms the images
@@ -109,7 +109,7 @@ class Hosted:
 
     def split_features(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
         """Raw image features of a split from Dassl's loaders (deterministic test transform)."""
-        if split not in self._split_feats:
+        if split not in self.dassl_features:
             feats, labels = [], []
             loader = self.host.feature_loader(split)
             for batch in loader or []:
@@ -117,10 +117,10 @@ class Hosted:
                 feats.append(self.encode_images(batch["img"]).cpu().clone())
                 labels.append(batch["label"].long())
             if not feats:
-                self._split_feats[split] = (torch.empty(0, self.clip_info.embed_dim), torch.empty(0, dtype=torch.long))
+                self.dassl_features[split] = (torch.empty(0, self.clip_info.embed_dim), torch.empty(0, dtype=torch.long))
             else:
-                self._split_feats[split] = (torch.cat(feats), torch.cat(labels))
-        return self._split_feats[split]
+                self.dassl_features[split] = (torch.cat(feats), torch.cat(labels))
+        return self.dassl_features[split]
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,10 +151,10 @@ class DasslTrainer(TrainerX):
         core.dm = _DataView(project_view(self.dm.dataset, self.cfg.DATASET.NAME))
         self.core = core
         core.build_model()
-        for name, module in core._modules.items():
-            self.register_model(name, module, core._optims.get(name), core._scheds.get(name))
+        for name, module in core.models().items():
+            self.register_model(name, module, core.optimizer(name), core.schedulers.get(name))
         log.info("Dassl trainer %s: %s", type(self).__name__,
-                 ", ".join(f"{n} ({sum(p.numel() for p in m.parameters()):,} parameters)" for n, m in core._modules.items()) or "nothing to train")
+                 ", ".join(f"{n} ({sum(p.numel() for p in m.parameters()):,} parameters)" for n, m in core.models().items()) or "nothing to train")
 
     def feature_loader(self, split: str):
         """Dassl loaders for a one-step fit: train images through the test transform, val, test."""
@@ -172,12 +172,12 @@ class DasslTrainer(TrainerX):
     # ---------------------------------------------------------------- train
     def train(self) -> None:
         core = self.core
-        if not core.needs_training or not core.trainable_modules():
+        if not core.uses_training_data or not core.trainable_modules():
             log.info("%s has nothing to train: evaluating", type(self).__name__)
             self.time_start = time.time()
             self.after_train()
             return
-        if callable(getattr(core, "fit", None)):
+        if not core.trains_in_epochs:
             self.before_train()  # Dassl's resume from OUTPUT_DIR/RESUME, tensorboard writer, timer
             if self.start_epoch >= 1:
                 log.info("%s already fitted (resumed)", type(self).__name__)

@@ -570,7 +570,9 @@ def run(args) -> int:
         if not args.dry_run and moved:
             print(f"next: {DOCTOR} ImageNet --root <DATA> (the first run then builds split_ImageNet.json)")
         return 0
-    import clip_adapter.datasets  # noqa: F401  (registers the datasets: this is an entry point)
+    from clip_adapter.plugins import load_all
+
+    load_all()  # datasets (and plugins), trainer config nodes: this is an entry point
     from clip_adapter.registry import DATASETS
 
     if not args.root and not args.names:

@@ -403,7 +403,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--list", action="store_true", help="list the datasets and how each is obtained")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import clip_adapter.datasets  # noqa: F401  (registers the datasets: this is an entry point)
+    from clip_adapter.plugins import load_all
+
+    load_all()  # datasets (and plugins), trainer config nodes: this is an entry point
 
     try:
         if args.list or not args.names:

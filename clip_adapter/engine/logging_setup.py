@@ -26,3 +26,12 @@ def setup_logging(output_dir: str | None = None, verbose: bool = True) -> None:
         fh.setFormatter(logging.Formatter(FORMAT))
         setattr(fh, _HANDLER_TAG, True)
         root.addHandler(fh)
+
+
+def close_logging() -> None:
+    """Detach and close the handlers ``setup_logging`` added (before a run folder is removed)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, _HANDLER_TAG, False):
+            root.removeHandler(h)
+            h.close()

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, Optional
 
 import torch
 from torch import nn
@@ -25,13 +25,32 @@ from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.utils import atomic_write_json, select_device
 
+if TYPE_CHECKING:
+    from yacs.config import CfgNode as CN
+
 log = logging.getLogger(__name__)
 
 
 class TrainerBase:
-    """Shared loop. ``needs_training = False`` trainers (zero-shot) go straight to evaluation."""
+    """Shared loop. The class attributes and classmethods below are the public trainer contract
+    (docs/contributing.md): the scripts, tables, sweeps and the Dassl plugin learn everything they
+    need about a method from them, through the registry."""
 
-    needs_training: bool = True
+    #: What the method consumes: "features" (frozen image features, served by the feature cache) or
+    #: "images" (its gradient passes through an encoder, so it trains on freshly augmented images).
+    input_kind: str = "features"
+    #: True: an optimiser loop over OPTIM.MAX_EPOCH epochs. False: fitted in one step (a closed form,
+    #: a solver) or nothing to fit.
+    trains_in_epochs: bool = True
+    #: True: the number depends on the few-shot training data (shots and seed); False: training-free
+    #: (zero-shot), one evaluation per dataset is enough and there is no checkpoint.
+    uses_training_data: bool = True
+
+    @classmethod
+    def config_defaults(cls) -> Dict[str, "CN"]:
+        """{dotted path: node of defaults} this trainer reads (``{"TRAINER.COOP": CN(...)}``); added to
+        the defaults when the class registers, and by ``clip_adapter.dassl.extend_cfg``."""
+        return {}
 
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:
@@ -39,11 +58,18 @@ class TrainerBase:
         None when they can (the class-dependent side is then rebuilt from the new class names).
 
         Consulted by ``--eval-only --model-dir`` on other classes (cross-dataset, base-to-novel;
-        see ``engine/transfer.py``). Conservative: a trainer declares class independence by overriding.
+        see ``engine/transfer.py``) and by the experiment planner. Conservative: a trainer declares
+        class independence by overriding.
         """
-        if not cls.needs_training:
+        if not cls.uses_training_data:
             return None  # nothing learned: the classifier is built for whichever classes are asked
         return "its learned weights are not declared independent of the classes they were trained on"
+
+    @classmethod
+    def needs_own_engine(cls, cfg) -> Optional[str]:
+        """What in ``cfg`` only this project's own training loop implements (named for the error
+        another engine raises), or None."""
+        return None
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
@@ -72,9 +98,21 @@ class TrainerBase:
         raise NotImplementedError
 
     def register_model(self, name: str, module: nn.Module, trainable: bool = True) -> None:
-        """Track a module for checkpoints; trainable ones get an optimiser from OPTIM.*."""
+        """Track a module for checkpoints; trainable ones get an optimiser (``make_optimizer``)."""
         self._modules[name] = module
-        self._optims[name] = build_optimizer(module.parameters(), self.cfg.OPTIM) if trainable else None
+        self._optims[name] = self.make_optimizer(name, module) if trainable else None
+
+    def make_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer:
+        """The optimiser of a trainable module, from OPTIM.*; another engine (Dassl) supplies its own."""
+        return build_optimizer(module.parameters(), self.cfg.OPTIM)
+
+    def models(self) -> Dict[str, nn.Module]:
+        """Every registered module by name (trainable or not), in registration order."""
+        return dict(self._modules)
+
+    def optimizer(self, name: str) -> Optional[torch.optim.Optimizer]:
+        """The optimiser of a registered module (None for a frozen one)."""
+        return self._optims.get(name)
 
     def trainable_modules(self) -> Dict[str, nn.Module]:
         return {k: m for k, m in self._modules.items() if self._optims.get(k) is not None}
@@ -84,6 +122,11 @@ class TrainerBase:
         raise NotImplementedError
 
     def forward_backward(self, batch) -> Dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self) -> None:  # pragma: no cover - abstract
+        """The one-step fit of a trainer with ``trains_in_epochs = False`` (a solver, a closed form);
+        it fills the registered modules, and the engine that calls it saves them."""
         raise NotImplementedError
 
     def step(self, loss: torch.Tensor) -> None:
@@ -102,7 +145,15 @@ class TrainerBase:
     def train(self) -> None:
         """Run epochs [start_epoch, MAX_EPOCH), saving a resumable checkpoint after each."""
         max_epoch = int(self.cfg.OPTIM.MAX_EPOCH)
-        if not self.needs_training or not self.trainable_modules():
+        if not self.uses_training_data or not self.trainable_modules():
+            return
+        if not self.trains_in_epochs:  # one fit, saved as epoch 1 (model.pth.tar-1)
+            if self.start_epoch >= 1:
+                log.info("%s already fitted (resumed)", type(self).__name__)
+                return
+            self.fit()
+            self.save_model(0, epoch_name(1))
+            self.start_epoch = 1
             return
         if self.start_epoch >= max_epoch:
             log.info("All %d epochs already done", max_epoch)

@@ -96,12 +96,6 @@ class ClipTrainer(TrainerBase):
         self.spec_train = transform_spec(self.cfg, is_train=True)
         self.spec_test = transform_spec(self.cfg, is_train=False)
 
-    @classmethod
-    def needs_own_engine(cls, cfg) -> Optional[str]:
-        """What in ``cfg`` only this project's own training loop implements (named for the error
-        another engine raises), or None. A trainer whose ``train()`` adds more than epochs overrides it."""
-        return None
-
     def _set_image_encoder_precision(self, requested: str) -> None:
         """FEATURES.PREC for the frozen image tower, whatever the trainer's PREC did to the rest.
 
@@ -259,10 +253,21 @@ class ClipTrainer(TrainerBase):
             raise ConfigError(f"{name} has no validation images to choose {what} on; {fix}")
 
     # --------------------------------------------------------------- heads
+    def class_text_features(self) -> torch.Tensor:
+        """[C, D] unit rows of the class text side: the fixed prompt classifier here; trainers that
+        learn the text side (prompts, a text adapter) override it (differentiably)."""
+        return self.text_weights
+
+    def current_text_features(self) -> torch.Tensor:
+        """``class_text_features()``, computed once per evaluation while ``predict`` runs."""
+        frozen = getattr(self, "_frozen_text", None)
+        return frozen if frozen is not None else self.class_text_features()
+
     def logits(self, image_feats: torch.Tensor) -> torch.Tensor:
         """Zero-shot logits: logit_scale * norm(image) . norm(text)^T. Heads override this."""
-        img = image_feats / image_feats.norm(dim=-1, keepdim=True)
-        return self.logit_scale * img @ self.text_weights.t()
+        img = image_feats.float()
+        img = img / img.norm(dim=-1, keepdim=True)
+        return self.logit_scale * img @ self.current_text_features().t()
 
     def forward_backward(self, batch) -> Dict[str, float]:
         feats, labels = batch
@@ -272,7 +277,13 @@ class ClipTrainer(TrainerBase):
 
     @torch.no_grad()
     def predict(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of every image of a split, in order: the one evaluation path of every
+        trainer. The class text side is computed once, then ``logits`` runs batch by batch."""
         feats, labels = self.split_features(split)
         bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
-        out = [self.logits(feats[i : i + bs].to(self.device)).float().cpu() for i in range(0, len(feats), bs)]
+        self._frozen_text = self.class_text_features()
+        try:
+            out = [self.logits(feats[i : i + bs].to(self.device)).float().cpu() for i in range(0, len(feats), bs)]
+        finally:
+            self._frozen_text = None
         return (torch.cat(out) if out else torch.empty(0, len(self.classnames))), labels
