@@ -20,6 +20,7 @@ import pytest
 
 import clip_adapter.datasets  # noqa: F401
 from clip_adapter.config import get_cfg_default
+from clip_adapter.app.download import main as download_main
 from clip_adapter.data import download as dl
 from clip_adapter.errors import DatasetError
 from clip_adapter.registry import DATASETS
@@ -288,7 +289,7 @@ def test_google_drive_failure_names_the_page_and_destination(tmp_path, monkeypat
 
 def test_cli_manual_dataset_prints_instructions(tmp_path, server, capsys):
     server.files = {"classnames.txt": b"n01440764 tench\n"}
-    assert dl.main(["imagenet", "--root", str(tmp_path)]) == 1
+    assert download_main(["imagenet", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "ImageNet must be downloaded by hand" in err
     assert str(tmp_path / "imagenet" / "images" / "train") in err and "image-net.org" in err
@@ -300,14 +301,14 @@ def test_cli_downloads_by_config_name_and_reports_unknown_names(tmp_path, server
     archive, split = fake_dtd_archive(tmp_path), dtd_split()
     server.files = {"dtd-r1.0.1.tar.gz": archive, "split_zhou_DescribableTextures.json": split}
     with_checksums(cls, monkeypatch)
-    assert dl.main(["dtd", "--root", str(tmp_path / "data")]) == 0
+    assert download_main(["dtd", "--root", str(tmp_path / "data")]) == 0
     assert "DescribableTextures: ready in" in capsys.readouterr().out
-    assert dl.main(["caltech10", "--root", str(tmp_path / "data")]) == 2
+    assert download_main(["caltech10", "--root", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown dataset 'caltech10'") and "Caltech101" in err and "\n" not in err
 
 
 def test_cli_list(capsys):
-    assert dl.main(["--list"]) == 0
+    assert download_main(["--list"]) == 0
     out = capsys.readouterr().out
     assert "ImageNet " in out and "partly by hand" in out and "caltech-101/" in out
