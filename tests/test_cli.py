@@ -5,7 +5,7 @@ import os
 import pytest
 
 from clip_adapter.app.train import main
-from conftest import SMOKE_DS, trainer_cfg
+from conftest import REPO, SMOKE_DS, trainer_cfg
 
 
 def one_line_error(capsys):
@@ -149,3 +149,29 @@ def test_same_seed_same_results_and_an_interrupted_run_resumes_to_the_same_numbe
     out = capsys.readouterr().out
     assert "resuming from its newest checkpoint" in out and "(epoch 1 done)" in out
     assert _numbers(c) == _numbers(a)
+
+
+def test_a_run_without_output_dir_gets_a_folder_of_its_own(tmp_path, data_root, monkeypatch, capsys):
+    """No --output-dir: the run does not write into the scripts' output root (where results.json would
+    make every later run "finished"); each such run gets its own folder under output/runs/."""
+    monkeypatch.chdir(tmp_path)
+    args = base_args(data_root, tmp_path / "unused")
+    i = args.index("--output-dir")
+    del args[i : i + 2]
+    assert main(args) == 0 and main(args) == 0
+    assert "Finished run found" not in capsys.readouterr().out
+    runs = sorted((tmp_path / "output" / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "results.json").is_file() for r in runs)
+    assert not (tmp_path / "output" / "results.json").exists()
+    assert runs[0].name.startswith("Smoke_ZeroshotCLIP_tiny_")
+
+
+def test_bad_data_leaves_no_run_folder(tmp_path, capsys):
+    """A dataset that is not there fails with one line, and the run folder it would have created is gone
+    (no config.yaml, no log.txt): nothing is written for bad input."""
+    out = tmp_path / "run"
+    argv = ["--root", str(tmp_path / "nodata"), "--trainer", "ZeroshotCLIP", "--dataset-config-file",
+            str(REPO / "configs" / "datasets" / "dtd.yaml"), "--config-file", trainer_cfg("ZeroshotCLIP"), "--output-dir", str(out)]
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not out.exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Dict, Iterable, Optional
@@ -29,6 +30,28 @@ if TYPE_CHECKING:
     from yacs.config import CfgNode as CN
 
 log = logging.getLogger(__name__)
+
+
+#: Fault injection for the kill-and-resume tests: ``<epoch>`` kills the process (SIGKILL) right after
+#: that epoch's resume point is written, ``<epoch>:INT`` sends SIGINT to its process group instead
+#: (what Ctrl-C in a terminal does). A deterministic moment instead of a race against sleeps.
+FAULT_ENV = "CLIP_ADAPTER_FAULT_AFTER_EPOCH"
+
+
+def inject_fault(trainer: "TrainerBase", epoch: int) -> None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    at, _, how = spec.partition(":")
+    if int(at) != epoch + 1:
+        return
+    trainer.save_model(epoch, epoch_name(epoch + 1))  # the resume point the test expects
+    log.info("%s=%s: injected fault after epoch %d", FAULT_ENV, spec, epoch + 1)
+    if how.upper() == "INT":
+        os.killpg(os.getpgid(0), signal.SIGINT)
+        time.sleep(5)  # the signal arrives asynchronously; never go on training past the fault
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class TrainerBase:
@@ -207,6 +230,7 @@ class TrainerBase:
         if due:
             self.save_model(epoch, epoch_name(epoch + 1))
             self._last_resume_save = now
+        inject_fault(self, epoch)
 
     # --------------------------------------------------------- checkpoints
     def _module_state(self, name: str, epoch: int) -> Dict:
