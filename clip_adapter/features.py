@@ -33,11 +33,11 @@ import PIL
 import torch
 import torchvision
 from filelock import FileLock, Timeout
-from tqdm import tqdm
 
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.loader import build_loader
 from clip_adapter.errors import DatasetError
+from clip_adapter.progress import progress
 from clip_adapter.utils import _atomic_replace, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ class FeatureCache:
         buf: List[np.ndarray] = []
         t0 = time.time()
         with torch.inference_mode():
-            for batch in tqdm(loader, desc=f"Encoding {label}", unit="batch", leave=False, disable=len(loader) < 2):
+            for batch in progress(loader, desc=f"Encoding {label}", unit="batch", leave=False):
                 feats = self.encode(batch["img"].to(self.device, non_blocking=True)).float().cpu().numpy()
                 if feats.ndim != 2 or (self.dim is not None and feats.shape[1] != self.dim):
                     raise RuntimeError(f"image encoder returned features of shape {feats.shape}, expected [batch, {self.dim}]")

@@ -28,6 +28,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import group_by_label
 from clip_adapter.errors import DatasetError
+from clip_adapter.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +189,6 @@ def find_unreadable(paths: Sequence[str], workers: int = 8, desc: str = "checkin
     """The paths among ``paths`` that fail to decode (read exactly as a run reads them), in sorted order."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm
-
     from clip_adapter.data.loader import read_image
 
     def _ok(path: str) -> bool:
@@ -201,7 +200,7 @@ def find_unreadable(paths: Sequence[str], workers: int = 8, desc: str = "checkin
 
     paths = sorted(set(paths))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ok = list(tqdm(pool.map(_ok, paths), total=len(paths), desc=desc, disable=len(paths) < min_progress))
+        ok = list(progress(pool.map(_ok, paths), total=len(paths), desc=desc, unit="image", min_total=min_progress))
     return [p for p, good in zip(paths, ok) if not good]
 
 

@@ -42,6 +42,7 @@ from clip_adapter.data.dataset_base import DatasetBase, describe_duplicates, dup
 from clip_adapter.data.fewshot import read_fewshot, stale_fewshot
 from clip_adapter.data.splits import DOCTOR, SPLIT_NAMES
 from clip_adapter.errors import DatasetError, UserError
+from clip_adapter.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,6 @@ def sort_imagenet_val(val_dir: str, devkit: str = "", labels: str = "", dry_run:
     Every image's class is looked up before anything moves (an unknown image stops it with its name),
     and a rerun after an interruption moves only what is still flat.
     """
-    from tqdm import tqdm
-
     if not os.path.isdir(val_dir):
         raise UserError(f"validation folder not found: {val_dir}")
     if bool(devkit) == bool(labels):
@@ -199,7 +198,7 @@ def sort_imagenet_val(val_dir: str, devkit: str = "", labels: str = "", dry_run:
     unknown = [n for n in names if n not in lookup]
     if unknown:
         raise UserError(f"no class for {len(unknown)} image(s) in {val_dir}, e.g. {_examples(unknown)}; nothing was moved")
-    for name in tqdm(names, desc="sorting ImageNet val", disable=len(names) < 1000 or dry_run):
+    for name in progress(names, desc="sorting ImageNet val", unit="image", min_total=1000, disable=dry_run):
         target = os.path.join(val_dir, lookup[name], name)
         if dry_run:
             print(f"{os.path.join(val_dir, name)} -> {target}")
