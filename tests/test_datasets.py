@@ -240,7 +240,12 @@ def test_more_shots_than_a_class_has_takes_all_and_logs(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ds = build(tmp_path, "DescribableTextures", shots=16)
     assert per_class(ds.train_x) == {0: 4, 1: 4, 2: 4}
-    assert "3 class(es) have fewer than 16 images" in caplog.text
+    assert "few-shot train draw (16 per class from the train split): 3 class(es) have fewer than 16 images" in caplog.text
+    # The val draw takes min(shots, 4): its warning says so, rather than reading like one about the shots.
+    n_val = min(per_class(ds.val).values())
+    assert n_val < 4
+    assert (f"few-shot val draw (4 per class from the val split: CoOp draws min(shots, 4) for validation): "
+            f"3 class(es) have fewer than 4 images") in caplog.text
 
 
 # ------------------------------------------------------------------ base/new
