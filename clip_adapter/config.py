@@ -215,7 +215,8 @@ def get_cfg_default() -> CN:
     _C.TRAINER.CLIP_ADAPTER.RATIO = 0.2
     _C.TRAINER.CLIP_ADAPTER.REDUCTION = 4
     _C.TRAINER.CLIP_ADAPTER.PREC = "fp32"
-    # Text classifier prompts: "" = the dataset's hand-crafted template, "ensemble" = ImageNet's set.
+    # Text classifier prompts: "" = the dataset's hand-crafted template, "ensemble" = ImageNet's seven,
+    # "coop_ensemble" = those seven plus the dataset's own (CoOp's ZeroshotCLIP2; ImageNet: the seven).
     _C.TRAINER.CLIP_ADAPTER.TEMPLATES = ""
     # Per-dataset alpha: used when RATIO < 0, looked up by DATASET.NAME (key DEFAULT for the rest).
     # The backbone YAMLs hold the table and its sources (configs/trainers/CLIP_Adapter/).
@@ -231,7 +232,8 @@ def get_cfg_default() -> CN:
     _C.TRAINER.LINEAR_PROBE.SEARCH_STEPS = 8
     _C.TRAINER.LINEAR_PROBE.MAX_ITER = 1000
 
-    # Zero-shot CLIP: "" uses the dataset's hand-crafted template; "ensemble" the ImageNet set.
+    # Zero-shot CLIP: "" uses the dataset's hand-crafted template; "ensemble" ImageNet's seven;
+    # "coop_ensemble" the seven plus the dataset's own (what the ZeroshotCLIP2 trainer uses).
     _C.TRAINER.ZEROSHOT = CN()
     _C.TRAINER.ZEROSHOT.TEMPLATES = ""
 

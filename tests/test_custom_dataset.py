@@ -211,6 +211,7 @@ def test_classnames_file_and_templates(tmp_path):
     assert {d.classname for d in ds.train_x} == {"house cat", "dog", "red fox"}
     assert ds.templates("single") == ["a photo of a {}, a pet.", "a blurry photo of a {}."]
     assert len(ds.templates("ensemble")) == 7
+    assert ds.templates("coop_ensemble") == ds.templates("ensemble") + ["a photo of a {}, a pet.", "a blurry photo of a {}."]
     assert build(tmp_path, PATH="pets").templates() == ["a photo of a {}."]
     (tmp_path / "pets" / "names.txt").write_text("kitty\npuppy\nfox\n")
     assert build(tmp_path, PATH="pets", CLASSNAMES_FILE="names.txt").classnames == ["kitty", "puppy", "fox"]

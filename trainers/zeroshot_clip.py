@@ -20,7 +20,8 @@ class ZeroshotCLIP(ClipTrainer):
 
 @TRAINERS.register()
 class ZeroshotCLIP2(ClipTrainer):
-    """ImageNet's template ensemble (CoOp's ZeroshotCLIP2)."""
+    """CoOp's ZeroshotCLIP2: the mean of ImageNet's seven selected templates and, for every dataset
+    but ImageNet, the dataset's own template (``coop_ensemble``, see clip_adapter.data.templates)."""
 
     needs_training = False
-    template_mode = "ensemble"
+    template_mode = "coop_ensemble"

@@ -37,7 +37,7 @@ from clip_adapter.data.dataset_base import DatasetBase, with_classnames
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import group_by_label
 from clip_adapter.data.splits import DOCTOR, SPLIT_NAMES, check_images_exist, read_split, write_split
-from clip_adapter.data.templates import get_templates
+from clip_adapter.data.templates import coop_ensemble, get_templates
 from clip_adapter.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -401,10 +401,12 @@ class CustomDataset(DatasetBase):
         )
 
     def templates(self, mode: str = "single") -> List[str]:
-        if mode == "ensemble":
-            return get_templates(self.templates_file(), "", "ensemble")
         if mode != "single":
-            raise ConfigError(f"template mode must be 'single' or 'ensemble', got {mode!r}")
+            seven = get_templates(self.templates_file(), "", "ensemble")
+            if mode == "ensemble":
+                return seven
+            get_templates(self.templates_file(), "", mode)  # an unknown mode fails here, naming the modes
+            return coop_ensemble(seven, self.templates("single"), type(self).__name__)
         templates = list(self.cfg.DATASET.CUSTOM.TEMPLATES)
         bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
         if not templates or bad:
