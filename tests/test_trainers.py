@@ -156,6 +156,9 @@ def test_coop_ctx_init_starts_at_the_zero_shot_template(data_root, tmp_path):
     feats, _ = zs.split_features("test")
     for csc in ("False", "True"):
         coop = build("CoOp", data_root, tmp_path / f"coop{csc}", "TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.CSC", csc)
+        # CoOp: the context comes from the phrase's 4 words and is shared even with CSC True
+        assert tuple(coop.prompt_learner.ctx.shape) == (4, coop.clip_model.ln_final.weight.shape[0])
+        assert TRAINERS.get("CoOp").transfer_blocker(coop.cfg) is None
         with torch.no_grad():
             torch.testing.assert_close(coop.class_text_features(), zs.text_weights, rtol=0, atol=1e-6)
             torch.testing.assert_close(coop.logits(feats), zs.logits(feats), rtol=0, atol=1e-4)
