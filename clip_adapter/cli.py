@@ -119,6 +119,7 @@ def results_payload(cfg, args, trainer, metrics: dict, val_metrics: Optional[dic
         "shots": int(cfg.DATASET.NUM_SHOTS),
         "seed": int(cfg.SEED),
         "subsample": cfg.DATASET.SUBSAMPLE_CLASSES,
+        "split_file": getattr(trainer.dm.dataset, "split_provenance", None),
         "split": "test",
         "accuracy": metrics["accuracy"],
         "error": metrics["error"],

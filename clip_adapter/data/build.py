@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 Splits = Dict[str, List[Datum]]
 
+# What each procedure does, in a few words: a built split's provenance (DatasetBase.split_procedure).
+CLASS_FOLDERS_PROCEDURE = "CoOp's per-class random 50/20/30 train/val/test cut of the sorted class folders (split_class_folders)"
+GROUPS_PROCEDURE = "CoOp's per-class random 50/20/30 train/val/test cut of the labelled images (split_groups)"
+TRAINVAL_PROCEDURE = "CoOp's per-class random 20% val cut of the official train list; the official test list (split_trainval)"
+LISTING_PROCEDURE = "the class folders as found on disk, sorted (no random draw)"
+
 
 def listdir_nohidden(path: str, dirs_only: bool = False) -> List[str]:
     """Sorted names in ``path`` that do not start with a dot (optionally folders only)."""
