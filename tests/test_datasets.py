@@ -19,6 +19,7 @@ import pytest
 
 import clip_adapter.datasets  # noqa: F401  (registers the datasets)
 from clip_adapter.config import get_cfg_default
+from clip_adapter.data.build import find_unreadable
 from clip_adapter.data.loader import read_image
 from clip_adapter.data.splits import read_split
 from clip_adapter.errors import DatasetError
@@ -352,6 +353,26 @@ def test_corrupt_image_named_or_skipped_with_flag(tmp_path, caplog):
     assert bad not in {d.impath for d in skipped.test}
     assert len(skipped.test) == len(ds.test) - 1
     assert "skipped 1 unreadable image(s)" in caplog.text and bad in caplog.text
+
+
+def test_unreadable_images_are_all_named_before_anything_trains(tmp_path, run_train, capsys):
+    """Truncated files (a test image among them, which a run decodes only after training) stop the
+    run at the start with one error: the count, the paths, the fix."""
+    root = tmp_path / "data"
+    assert run_train(tmp_path / "first", "ZeroshotCLIP", shots=2, root=str(root)) == 0  # generates the smoke data
+    test_dir = root / "smoke" / "images" / "test" / "cat"
+    victims = [str(test_dir / name) for name in sorted(os.listdir(test_dir))[:2]] + [str(root / "smoke" / "images" / "val" / "boat" / "boat_000.png")]
+    for path in victims:
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])  # cut short, as by an interrupted copy
+    out = tmp_path / "run"
+    rc = run_train(out, "CLIP_Adapter", "OPTIM.MAX_EPOCH", "2", shots=2, root=str(root))
+    err = capsys.readouterr().err
+    assert rc == 2 and "3 of the" in err and "images this run reads are unreadable" in err and "val 1, test 2" in err
+    assert all(v in err for v in victims) and "DATASET.SKIP_BAD_IMAGES True" in err and "clip_adapter.data.doctor Smoke" in err
+    assert not (out / "clip_adapter").exists() and not (out / "results.json").exists()  # nothing trained
+    # the quick check does not flag good files, whatever their format: only the cut ones
+    assert find_unreadable(sorted(str(p) for p in (root / "smoke" / "images").rglob("*.png")), quick=True) == sorted(victims)
 
 
 def test_malformed_annotation_line_names_file_and_line(tmp_path):

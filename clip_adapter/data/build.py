@@ -191,13 +191,50 @@ def imagenet_label_map(wnids: Sequence[str], classnames: Mapping[str, str]) -> L
     return [position[w] for w in wnids]
 
 
-def find_unreadable(paths: Sequence[str], workers: int = 8, desc: str = "checking images", min_progress: int = 1000) -> List[str]:
-    """The paths among ``paths`` that fail to decode (read exactly as a run reads them), in sorted order."""
+# How a complete file of each format ends: a file that does not end so was cut short (or carries
+# trailing bytes, which is legal: such files are then decoded to tell).
+_TAILS = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82", "GIF": b";"}
+
+
+def looks_complete(path: str) -> bool:
+    """A cheap check (the header and a few bytes, no decoding): False when the file is not an image or
+    is shorter than its own header or end marker says (a truncated download or copy)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            fmt = img.format
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if fmt in _TAILS:
+                tail = _TAILS[fmt]
+                f.seek(max(0, size - len(tail)))
+                return f.read(len(tail)) == tail
+            if fmt == "WEBP":  # RIFF: bytes 4..8 hold the size of what follows them
+                return size == int.from_bytes(head[4:8], "little") + 8
+            if fmt == "BMP":  # bytes 2..6 hold the file size
+                return size >= int.from_bytes(head[2:6], "little")
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+    return False  # a format without a cheap check: decode it
+
+
+def find_unreadable(
+    paths: Sequence[str], workers: int = 8, desc: str = "checking images", min_progress: int = 1000, quick: bool = False
+) -> List[str]:
+    """The paths among ``paths`` that fail to decode (read exactly as a run reads them), in sorted order.
+
+    ``quick``: decode only the files ``looks_complete`` doubts (seconds for a dataset instead of a
+    full decode; what a run checks before training). Without it every file is decoded (the doctor).
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from clip_adapter.data.loader import read_image
 
     def _ok(path: str) -> bool:
+        if quick and looks_complete(path):
+            return True
         try:
             read_image(path)
             return True
@@ -208,6 +245,31 @@ def find_unreadable(paths: Sequence[str], workers: int = 8, desc: str = "checkin
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         ok = list(progress(pool.map(_ok, paths), total=len(paths), desc=desc, unit="image", min_total=min_progress))
     return [p for p, good in zip(paths, ok) if not good]
+
+
+def require_readable(splits: Mapping[str, Sequence[Datum]], workers: int = 8) -> None:
+    """Before anything trains: every image the run will read opens and is complete, else one error naming them all.
+
+    A run decodes its test images only after training; a truncated one found there wastes the
+    whole run and names one file at a time. This check (``find_unreadable(quick=True)``) finds
+    them all at the start.
+    """
+    paths = sorted({d.impath for items in splits.values() for d in items})
+    bad = find_unreadable(paths, workers, desc="checking images", min_progress=5000, quick=True)
+    if not bad:
+        return
+    bad_set = set(bad)
+    where, seen = [], []
+    for name, items in splits.items():
+        n = sum(d.impath in bad_set for d in items)
+        if n and not any(items == other for other in seen):  # ImageNet's val is its test; a test-only set's three are one
+            where.append(f"{name} {n}")
+        seen.append(items)
+    shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+    raise DatasetError(
+        f"{len(bad)} of the {len(paths)} images this run reads are unreadable (truncated, empty or not images; "
+        f"{', '.join(where)}): {shown}. Replace them with good copies, or set DATASET.SKIP_BAD_IMAGES True to leave them out"
+    )
 
 
 def drop_unreadable(*splits: Sequence[Datum], workers: int = 8) -> List[List[Datum]]:

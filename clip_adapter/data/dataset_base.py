@@ -12,7 +12,7 @@ import random
 import shlex
 from typing import Any, Dict, List, Optional
 
-from clip_adapter.data.build import drop_unreadable
+from clip_adapter.data.build import drop_unreadable, require_readable
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import load_or_sample_fewshot
 from clip_adapter.data.splits import (
@@ -124,6 +124,8 @@ class DatasetBase:
             train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         if getattr(cfg.DATASET, "SKIP_BAD_IMAGES", False):
             train, val, test = drop_unreadable(train, val, test)
+        else:  # every unreadable image named now, not one at a time after training
+            require_readable({"train": train, "val": val, "test": test})
         self.train_x: List[Datum] = train
         self.val: List[Datum] = val
         self.test: List[Datum] = test
