@@ -191,33 +191,34 @@ def imagenet_label_map(wnids: Sequence[str], classnames: Mapping[str, str]) -> L
     return [position[w] for w in wnids]
 
 
-# How a complete file of each format ends: a file that does not end so was cut short (or carries
-# trailing bytes, which is legal: such files are then decoded to tell).
-_TAILS = {"JPEG": b"\xff\xd9", "MPO": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82", "GIF": b";"}
+# Per format: how its files start, and how a complete file ends. A file that does not end so was cut
+# short (or carries trailing bytes, which is legal: such files are then decoded to tell).
+_MARKERS = (
+    (b"\xff\xd8\xff", b"\xff\xd9"),  # JPEG: SOI ... EOI
+    (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"),  # PNG: signature ... IEND chunk
+    (b"GIF8", b";"),  # GIF: header ... trailer
+)
 
 
 def looks_complete(path: str) -> bool:
-    """A cheap check (the header and a few bytes, no decoding): False when the file is not an image or
-    is shorter than its own header or end marker says (a truncated download or copy)."""
-    from PIL import Image, UnidentifiedImageError
-
+    """A cheap check (a few bytes at each end, no decoding): True when the file starts as a JPEG,
+    PNG, GIF, WebP or BMP and is as long as its end marker or header says. False means "decode it
+    to tell": not an image, cut short (a truncated download or copy), trailing bytes, another format."""
     try:
-        with Image.open(path) as img:
-            fmt = img.format
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(12)
-            if fmt in _TAILS:
-                tail = _TAILS[fmt]
-                f.seek(max(0, size - len(tail)))
-                return f.read(len(tail)) == tail
-            if fmt == "WEBP":  # RIFF: bytes 4..8 hold the size of what follows them
-                return size == int.from_bytes(head[4:8], "little") + 8
-            if fmt == "BMP":  # bytes 2..6 hold the file size
-                return size >= int.from_bytes(head[2:6], "little")
-    except (OSError, UnidentifiedImageError, ValueError):
+            for magic, tail in _MARKERS:
+                if head.startswith(magic):
+                    f.seek(max(0, size - len(tail)))
+                    return f.read(len(tail)) == tail
+    except OSError:
         return False
-    return False  # a format without a cheap check: decode it
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":  # RIFF: bytes 4..8 hold the size of what follows
+        return size == int.from_bytes(head[4:8], "little") + 8
+    if head[:2] == b"BM" and len(head) >= 6:  # BMP: bytes 2..6 hold the file size
+        return size >= int.from_bytes(head[2:6], "little")
+    return False
 
 
 def find_unreadable(
