@@ -200,9 +200,9 @@ class DatasetBase:
         if write and self.save_built_split:
             write_split(splits, self.built_split_path, self.image_dir, built=how)
             written = self.built_split_path
-            log.info("Built the %s split here (%s%s) and saved it to %s; CoOp's %s is preferred once present",
-                     type(self).__name__, how["procedure"], f", seed {seed}" if seed is not None else "", written,
-                     self.split_file or "split file (CoOp publishes none for this dataset)")
+            log.info("Built the %s split here and saved it to %s: %s%s%s", type(self).__name__, written, how["procedure"],
+                     f", seed {seed}" if seed is not None else "",
+                     f". CoOp's {self.split_file} is read instead once it is there" if self.split_file else "")
         self._split_provenance = provenance(written, BUILT_HERE, how["procedure"], seed)
         return splits
 
