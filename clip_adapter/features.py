@@ -9,6 +9,9 @@ A namespace is one (encoder id = backbone name + weights checksum, transform spe
 precision, cache format, torchvision/Pillow versions); inside it rows are keyed per image by
 ``absolute path | size | mtime``, so every seed, shot count, base/new half and trainer that touches
 an image reuses its row, and a modified or touched image gets a new row (only that image).
+What an augmented view looks like does not depend on where the data lives: its crop/flip seed comes
+from the image's path relative to DATASET.ROOT (``view_seed``), so the same data under another root
+trains on the same crops (only the cache rows, keyed by absolute path, are made anew).
 
 Features are stored *raw* (the encoder's output before L2 normalisation, fp32): CLIP-Adapter's
 residual blend acts on raw features, and each consumer normalises where its method says so.
@@ -33,17 +36,18 @@ import PIL
 import torch
 import torchvision
 from filelock import FileLock, Timeout
-from tqdm import tqdm
 
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.loader import build_loader
 from clip_adapter.errors import DatasetError
+from clip_adapter.progress import progress
 from clip_adapter.utils import _atomic_replace, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 # Bump when the file layout, the key or the view-seeding rule changes: old entries are then ignored.
-CACHE_FORMAT = 2
+# 3: view seeds from the path relative to DATASET.ROOT (was: the absolute path).
+CACHE_FORMAT = 3
 # Rows per shard: bounds the memory of a pending write and of reading one shard back.
 SHARD_ROWS = 4096
 
@@ -66,22 +70,36 @@ def image_key(impath: str) -> str:
     return f"{os.path.abspath(impath)}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def view_seed(impath: str, view: int) -> int:
-    """The seed of augmented view ``view`` of an image: the same crop/flip in every run, process and order."""
-    digest = hashlib.sha256(f"{os.path.abspath(impath)}#{view}".encode()).digest()
+def view_identity(impath: str, root: str = "") -> str:
+    """What names an image for its view seeds: its '/'-separated path relative to ``root`` (DATASET.ROOT).
+
+    Relative, so that copying or moving the data folder (another --root, another machine) keeps every
+    crop; the absolute path only when there is no root to be relative to.
+    """
+    path = os.path.abspath(os.path.expanduser(impath))
+    if root:
+        path = os.path.relpath(path, os.path.abspath(os.path.expanduser(root)))
+    return path.replace(os.sep, "/")
+
+
+def view_seed(impath: str, view: int, root: str = "") -> int:
+    """The seed of augmented view ``view`` of an image: the same crop/flip in every run, process,
+    order and data location (see ``view_identity``)."""
+    digest = hashlib.sha256(f"{view_identity(impath, root)}#{view}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class ViewSeeds:
-    """``index -> view_seed(paths[index], views[index])``; a class, not a lambda, so spawn-started
+    """``index -> view_seed(paths[index], views[index], root)``; a class, not a lambda, so spawn-started
     DataLoader workers can pickle it."""
 
-    def __init__(self, paths: Sequence[str], views: Sequence[int]) -> None:
+    def __init__(self, paths: Sequence[str], views: Sequence[int], root: str = "") -> None:
         self.paths = list(paths)
         self.views = list(views)
+        self.root = root
 
     def __call__(self, index: int) -> int:
-        return view_seed(self.paths[index], self.views[index])
+        return view_seed(self.paths[index], self.views[index], self.root)
 
 
 # ------------------------------------------------------------------ verified .npz files
@@ -153,6 +171,7 @@ class FeatureCache:
 
     ``encode`` maps a batch of image tensors (on ``device``) to features; the cache calls it only
     for (image, view) pairs it has never stored. ``encoded_images`` counts images it encoded.
+    ``seed_root`` (DATASET.ROOT) is what augmented views' seeds are relative to (``view_identity``).
     """
 
     def __init__(
@@ -165,8 +184,10 @@ class FeatureCache:
         batch_size: int = 128,
         num_workers: int = 0,
         dim: Optional[int] = None,
+        seed_root: str = "",
     ) -> None:
         self.root = os.path.abspath(root)
+        self.seed_root = seed_root
         self.encoder_id = encoder_id
         self.encode = encode
         self.device = torch.device(device)
@@ -281,7 +302,7 @@ class FeatureCache:
 
     def _encode_missing(self, folder: str, items: List[Datum], keys: List[str], transform: Callable, view: Optional[int], desc: str) -> None:
         """Encode ``items`` in batches and stream them to shards of at most SHARD_ROWS rows."""
-        seed_for = ViewSeeds([d.impath for d in items], [view] * len(items)) if view is not None else None
+        seed_for = ViewSeeds([d.impath for d in items], [view] * len(items), self.seed_root) if view is not None else None
         workers = self.num_workers if len(items) > self.batch_size else 0  # one batch: workers cost more than they save
         loader = build_loader(items, transform, self.batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
         label = desc or ("view %d" % view if view is not None else "deterministic view")
@@ -289,7 +310,7 @@ class FeatureCache:
         buf: List[np.ndarray] = []
         t0 = time.time()
         with torch.inference_mode():
-            for batch in tqdm(loader, desc=f"Encoding {label}", unit="batch", leave=False, disable=len(loader) < 2):
+            for batch in progress(loader, desc=f"Encoding {label}", unit="batch", leave=False):
                 feats = self.encode(batch["img"].to(self.device, non_blocking=True)).float().cpu().numpy()
                 if feats.ndim != 2 or (self.dim is not None and feats.shape[1] != self.dim):
                     raise RuntimeError(f"image encoder returned features of shape {feats.shape}, expected [batch, {self.dim}]")

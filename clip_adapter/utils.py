@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import tempfile
@@ -11,6 +12,8 @@ import numpy as np
 
 if TYPE_CHECKING:  # torch is imported where it is used, so JSON-only tools (results) start fast
     import torch
+
+log = logging.getLogger(__name__)
 
 
 def _atomic_replace(path: str, write) -> None:
@@ -84,3 +87,30 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "fp32"
     return requested
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as torch's DataLoader counts them), else the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_worker_cap_said = False
+
+
+def cap_workers(requested: int) -> int:
+    """``requested`` DataLoader workers, at most one per usable CPU; the first cap is logged once per process.
+
+    More workers than CPUs only adds processes competing for the same cores, and torch's DataLoader
+    prints a warning about it on every loader it builds (DATALOADER.NUM_WORKERS 8 on a 2-core machine).
+    """
+    global _worker_cap_said
+    cpus = usable_cpus()
+    if requested <= cpus:
+        return requested
+    if not _worker_cap_said:
+        _worker_cap_said = True
+        log.info("DATALOADER.NUM_WORKERS is %d but this process can use %d CPU(s): using %d worker(s)", requested, cpus, cpus)
+    return cpus

@@ -5,7 +5,7 @@ capitalised folder names get CoOp's class names; the split is the per-class 50/2
 """
 from __future__ import annotations
 
-from clip_adapter.data.build import split_class_folders
+from clip_adapter.data.build import CLASS_FOLDERS_PROCEDURE, split_class_folders
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.download import Resource, gdrive_file
 from clip_adapter.registry import DATASETS
@@ -19,6 +19,7 @@ class Caltech101(DatasetBase):
     dataset_dir = "caltech-101"
     image_dir = "101_ObjectCategories"
     split_file = "split_zhou_Caltech101.json"
+    split_procedure = CLASS_FOLDERS_PROCEDURE
     resources = (
         Resource(
             "https://data.caltech.edu/records/mzrjq-6wc02/files/caltech-101.zip",

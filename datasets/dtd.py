@@ -1,7 +1,7 @@
 """Describable Textures (DTD): ``dtd/images/<texture>/*.jpg``, 47 classes, per-class 50/20/30 split."""
 from __future__ import annotations
 
-from clip_adapter.data.build import split_class_folders
+from clip_adapter.data.build import CLASS_FOLDERS_PROCEDURE, split_class_folders
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.download import Resource, gdrive_file
 from clip_adapter.registry import DATASETS
@@ -12,6 +12,7 @@ class DescribableTextures(DatasetBase):
     dataset_dir = "dtd"
     image_dir = "images"
     split_file = "split_zhou_DescribableTextures.json"
+    split_procedure = CLASS_FOLDERS_PROCEDURE
     resources = (
         Resource(
             "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",

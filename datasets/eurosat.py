@@ -1,7 +1,7 @@
 """EuroSAT (RGB): ``eurosat/2750/<class>/*.jpg``, 10 land-use classes renamed to CoOp's phrases."""
 from __future__ import annotations
 
-from clip_adapter.data.build import split_class_folders
+from clip_adapter.data.build import CLASS_FOLDERS_PROCEDURE, split_class_folders
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.download import Resource, gdrive_file
 from clip_adapter.registry import DATASETS
@@ -25,6 +25,7 @@ class EuroSAT(DatasetBase):
     dataset_dir = "eurosat"
     image_dir = "2750"
     split_file = "split_zhou_EuroSAT.json"
+    split_procedure = CLASS_FOLDERS_PROCEDURE
     resources = (
         Resource(
             "https://huggingface.co/datasets/torchgeo/eurosat/resolve/c877bcd43f099cd0196738f714544e355477f3fd/EuroSAT.zip",

@@ -1,7 +1,8 @@
 """FGVC-Aircraft (2013b): ``fgvc_aircraft/images/<id>.jpg`` with the official variant-level lists.
 
-As in CoOp there is no split file: the official ``images_variant_{train,val,test}.txt`` lists are
-the split, and ``variants.txt`` gives the 100 classes in label order.
+As in CoOp there is no published split file: the official ``images_variant_{train,val,test}.txt``
+lists are the split (read once, then kept as ``split_built_FGVCAircraft.json``), and ``variants.txt``
+gives the 100 classes in label order.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class FGVCAircraft(DatasetBase):
     dataset_dir = "fgvc_aircraft"
     image_dir = "images"
     split_file = ""
+    split_procedure = "the official images_variant_{train,val,test}.txt lists, as CoOp reads them (no random draw)"
+    save_built_split = False
     resources = (
         Resource(
             "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",

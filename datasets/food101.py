@@ -4,7 +4,7 @@ CoOp ignores the official train/test lists and uses its per-class 50/20/30 split
 """
 from __future__ import annotations
 
-from clip_adapter.data.build import split_class_folders
+from clip_adapter.data.build import CLASS_FOLDERS_PROCEDURE, split_class_folders
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.download import Resource, gdrive_file
 from clip_adapter.registry import DATASETS
@@ -15,6 +15,7 @@ class Food101(DatasetBase):
     dataset_dir = "food-101"
     image_dir = "images"
     split_file = "split_zhou_Food101.json"
+    split_procedure = CLASS_FOLDERS_PROCEDURE
     resources = (
         Resource(
             "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",

@@ -1,8 +1,8 @@
 """ImageNet (ILSVRC-2012): ``imagenet/images/{train,val}/<wnid>/*`` and CLIP's ``classnames.txt``.
 
 As in CoOp, ImageNet's val set is the test set and also serves as val (so few-shot sampling
-draws train images only). The folder listing is cached as ``split_ImageNet.json`` (CoOp caches
-it in a pickle; this file is ours, not one CoOp distributes). The licence needs an account, so
+draws train images only). The folder listing is cached as ``split_built_ImageNet.json`` (CoOp
+caches it in a pickle and publishes no split file for ImageNet). The licence needs an account, so
 the images are fetched by hand.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ from clip_adapter.registry import DATASETS
 class ImageNet(DatasetBase):
     dataset_dir = "imagenet"
     image_dir = "images"
-    split_file = "split_ImageNet.json"
+    split_file = ""  # CoOp publishes none: the listing is built here (split_built_ImageNet.json)
+    split_procedure = "the class folders of images/train (train) and images/val (test, also val), sorted (no random draw)"
     val_is_test = True
     resources = (IMAGENET_CLASSNAMES,)
     manual_paths = ("images/train", "images/val")

@@ -5,7 +5,7 @@ Labels are 0..199 in sorted folder order with ImageNet's class names, as in CoOp
 """
 from __future__ import annotations
 
-from clip_adapter.data.build import wnid_test_split
+from clip_adapter.data.build import LISTING_PROCEDURE, wnid_test_split
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.download import IMAGENET_CLASSNAMES, Resource
 from clip_adapter.registry import DATASETS
@@ -14,6 +14,8 @@ from clip_adapter.registry import DATASETS
 @DATASETS.register()
 class ImageNetA(DatasetBase):
     dataset_dir = "imagenet-adversarial"
+    split_procedure = LISTING_PROCEDURE
+    save_built_split = False
     image_dir = "imagenet-a"
     test_only = True
     resources = (

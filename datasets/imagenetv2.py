@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from clip_adapter.data.build import find_classnames_file, listdir_nohidden, read_imagenet_classnames
+from clip_adapter.data.build import LISTING_PROCEDURE, find_classnames_file, listdir_nohidden, read_imagenet_classnames
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.download import IMAGENET_CLASSNAMES, Resource
@@ -19,6 +19,8 @@ FOLDER = "imagenetv2-matched-frequency-format-val"
 @DATASETS.register()
 class ImageNetV2(DatasetBase):
     dataset_dir = "imagenetv2"
+    split_procedure = LISTING_PROCEDURE
+    save_built_split = False
     image_dir = FOLDER
     test_only = True
     resources = (

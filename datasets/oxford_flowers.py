@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 
-from clip_adapter.data.build import load_mat, split_groups
+from clip_adapter.data.build import GROUPS_PROCEDURE, load_mat, split_groups
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.download import Resource, gdrive_file
 from clip_adapter.errors import DatasetError
@@ -20,6 +20,7 @@ class OxfordFlowers(DatasetBase):
     dataset_dir = "oxford_flowers"
     image_dir = "jpg"
     split_file = "split_zhou_OxfordFlowers.json"
+    split_procedure = GROUPS_PROCEDURE
     resources = (
         Resource(
             "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/102flowers.tgz",

@@ -93,7 +93,8 @@ def split_from_class_folders(image_dir: str, classes: List[str]) -> Dict[str, Li
 class Smoke(DatasetBase):
     dataset_dir = "smoke"
     image_dir = "images"
-    split_file = "split_zhou_Smoke.json"
+    split_file = ""  # not a CoOp dataset: the split is built here (split_built_Smoke.json)
+    split_procedure = "the generated images/<split>/<class> folders (no random draw)"
     classes = CLASSES
     seed = 0
 

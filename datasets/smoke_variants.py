@@ -30,7 +30,6 @@ class SmokeOther(Smoke):
     """Ten classes Smoke does not have, other images (another generator seed): a cross-dataset target."""
 
     dataset_dir = "smoke_other"
-    split_file = "split_zhou_SmokeOther.json"
     classes = OTHER_CLASSES
     seed = 1
 
@@ -38,11 +37,12 @@ class SmokeOther(Smoke):
 class SmokeShifted(DatasetBase):
     """Smoke's test images, re-rendered by ``render``; ``keep`` (Smoke labels) selects a class subset.
 
-    Subclasses set ``dataset_dir``, ``split_file``, ``render`` and optionally ``keep``.
+    Subclasses set ``dataset_dir``, ``render`` and optionally ``keep``.
     """
 
     test_only = True
     template_key = "Smoke"  # the same classes, so the same prompt
+    split_procedure = "Smoke's test images re-rendered, listed per class (no random draw)"
     image_dir = "images"
     keep: Optional[Sequence[int]] = None  # None: all of Smoke's classes, in Smoke's order
 
@@ -90,7 +90,6 @@ class SmokeGray(SmokeShifted):
     """Smoke's test set in greyscale (all ten classes)."""
 
     dataset_dir = "smoke_gray"
-    split_file = "split_zhou_SmokeGray.json"
     render = staticmethod(ImageOps.grayscale)
 
 
@@ -99,7 +98,6 @@ class SmokeInvert(SmokeShifted):
     """Smoke's test set with inverted colours (all ten classes)."""
 
     dataset_dir = "smoke_invert"
-    split_file = "split_zhou_SmokeInvert.json"
     render = staticmethod(ImageOps.invert)
 
 
@@ -108,7 +106,6 @@ class SmokeBlur(SmokeShifted):
     """Smoke's test set, blurred (all ten classes)."""
 
     dataset_dir = "smoke_blur"
-    split_file = "split_zhou_SmokeBlur.json"
     render = staticmethod(lambda img: img.filter(ImageFilter.GaussianBlur(2)))
 
 
@@ -119,6 +116,5 @@ class SmokeSubset(SmokeShifted):
     200 classes map into ImageNet's 1000."""
 
     dataset_dir = "smoke_subset"
-    split_file = "split_zhou_SmokeSubset.json"
     render = staticmethod(lambda img: ImageOps.posterize(ImageOps.mirror(img), 2))
     keep = (1, 3, 5, 7, 9)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from clip_adapter.data.build import load_mat, split_trainval
+from clip_adapter.data.build import TRAINVAL_PROCEDURE, load_mat, split_trainval
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.download import gdrive_file
@@ -19,6 +19,7 @@ class StanfordCars(DatasetBase):
     dataset_dir = "stanford_cars"
     image_dir = ""
     split_file = "split_zhou_StanfordCars.json"
+    split_procedure = TRAINVAL_PROCEDURE
     resources = (gdrive_file("1ObCFbaAgVu0I-k_Au-gIUcefirdAuizT", "split_zhou_StanfordCars.json"),)
     manual_paths = ("cars_train", "cars_test")
     manual_download = """

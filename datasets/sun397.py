@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from clip_adapter.data.build import bad_line, read_lines, split_trainval
+from clip_adapter.data.build import TRAINVAL_PROCEDURE, bad_line, read_lines, split_trainval
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.download import Resource, gdrive_file
@@ -19,6 +19,7 @@ class SUN397(DatasetBase):
     dataset_dir = "sun397"
     image_dir = "SUN397"
     split_file = "split_zhou_SUN397.json"
+    split_procedure = TRAINVAL_PROCEDURE
     resources = (
         Resource(
             "http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 
-from clip_adapter.data.build import bad_line, read_lines, split_trainval
+from clip_adapter.data.build import TRAINVAL_PROCEDURE, bad_line, read_lines, split_trainval
 from clip_adapter.data.dataset_base import DatasetBase
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.download import GDRIVE, Resource, gdrive_file
@@ -26,6 +26,7 @@ class UCF101(DatasetBase):
     dataset_dir = "ucf101"
     image_dir = "UCF-101-midframes"
     split_file = "split_zhou_UCF101.json"
+    split_procedure = TRAINVAL_PROCEDURE
     resources = (
         Resource(GDRIVE + "10Jqome3vtUA2keJkNanAiFpgbyC9Hc2O", "UCF-101-midframes.zip", members=(("UCF-101-midframes", "UCF-101-midframes"),)),
         gdrive_file("1I0S0q91hJfsV9Gf4xDIjgDq4AqBNJb1y", "split_zhou_UCF101.json"),

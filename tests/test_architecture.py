@@ -37,7 +37,7 @@ def layer_of(module: str) -> str:
     parts = module.split(".")
     if parts[0] != "clip_adapter":
         return "external"
-    if len(parts) == 1 or parts[1] in ("config", "registry", "errors", "utils", "published"):
+    if len(parts) == 1 or parts[1] in ("config", "registry", "errors", "utils", "progress", "published"):
         return "base"
     name = parts[1]
     if name in ("results", "sweep") or module == "clip_adapter.data.doctor":  # TODO(merge): CLIs moving into clip_adapter/app

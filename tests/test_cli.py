@@ -115,6 +115,9 @@ def test_results_record_the_hyperparameters_used(tmp_path, run_train):
     res = json.loads((out / "results.json").read_text())
     assert res["hyperparameters"] == {"alpha": 0.4, "adapter_type": "visual", "reduction": res["hyperparameters"]["reduction"]}
     assert res["epochs"] == 2 and res["shots"] == 2
+    # the split's provenance: Smoke's split is built here (no random draw), never named split_zhou_*
+    assert res["split_file"]["file"] == "split_built_Smoke.json" and res["split_file"]["source"] == "built here"
+    assert len(res["split_file"]["sha256"]) == 64 and res["split_file"]["seed"] is None
 
 
 def _numbers(path):

@@ -7,6 +7,7 @@ here; the split procedure itself is checked against CoOp's proportions per class
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -148,6 +149,9 @@ def test_generated_split_is_written_once_identical_and_independent_of_the_run_se
     for ds in (again, reused):
         assert as_tuples(ds.train_x) == as_tuples(first.train_x)
         assert as_tuples(ds.val) == as_tuples(first.val) and as_tuples(ds.test) == as_tuples(first.test)
+    prov = reused.split_provenance  # what results.json records: the generated split, its seed and cut
+    assert prov["file"] == split.name and prov["source"] == "built here" and prov["seed"] == 1
+    assert prov["sha256"] == hashlib.sha256(content).hexdigest() and "val 0.2 / test 0.3" in prov["procedure"]
     # Its layout is CoOp's, relative to the folder, so it can be shared and read back with FORMAT json.
     raw = json.loads(content)
     assert set(raw) == {"train", "val", "test"} and raw["test"][0][0].split("/")[0] in CLASSES
@@ -186,6 +190,7 @@ def test_given_splits_are_kept_and_only_the_missing_one_is_generated(tmp_path):
     full = build(tmp_path, PATH="flowers")
     assert per_class(full.val) == {0: 3, 1: 3} and per_class(full.train_x) == {0: 10, 1: 10}
     assert not list(base.glob("split_*.json"))
+    assert full.split_provenance["source"] == "given" and full.split_provenance["file"] is None  # a folder, not a file
 
 
 def test_csv_with_labels_and_a_split_column(tmp_path):
@@ -211,6 +216,7 @@ def test_classnames_file_and_templates(tmp_path):
     assert {d.classname for d in ds.train_x} == {"house cat", "dog", "red fox"}
     assert ds.templates("single") == ["a photo of a {}, a pet.", "a blurry photo of a {}."]
     assert len(ds.templates("ensemble")) == 7
+    assert ds.templates("coop_ensemble") == ds.templates("ensemble") + ["a photo of a {}, a pet.", "a blurry photo of a {}."]
     assert build(tmp_path, PATH="pets").templates() == ["a photo of a {}."]
     (tmp_path / "pets" / "names.txt").write_text("kitty\npuppy\nfox\n")
     assert build(tmp_path, PATH="pets", CLASSNAMES_FILE="names.txt").classnames == ["kitty", "puppy", "fox"]

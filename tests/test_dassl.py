@@ -300,7 +300,7 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum
 class Smoke(DatasetBase):
     def __init__(self, cfg):
         folder = os.path.join(cfg.DATASET.ROOT, "smoke")
-        with open(os.path.join(folder, "split_zhou_Smoke.json")) as f:
+        with open(os.path.join(folder, "split_built_Smoke.json")) as f:
             split = json.load(f)
         read = lambda rows: [Datum(impath=os.path.join(folder, "images", p), label=y, classname=c) for p, y, c in rows]
         train = self.generate_fewshot_dataset(read(split["train"]), num_shots=cfg.DATASET.NUM_SHOTS)

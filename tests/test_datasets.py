@@ -7,6 +7,7 @@ and every bad input named in the issue.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ import pytest
 
 import clip_adapter.datasets  # noqa: F401  (registers the datasets)
 from clip_adapter.config import get_cfg_default
+from clip_adapter.data.build import find_unreadable
 from clip_adapter.data.loader import read_image
 from clip_adapter.data.splits import read_split
 from clip_adapter.errors import DatasetError
@@ -87,17 +89,31 @@ def test_split_is_built_from_raw_annotations_and_read_back_unchanged(tmp_path, n
     if not first.test_only and not first.val_is_test:
         train = {d.impath for d in first.train_x}
         assert not train & {d.impath for d in first.val} and not train & {d.impath for d in first.test}
-    if first.split_file:
-        assert os.path.isfile(first.split_path)
-        stored = read_split(first.split_path, first.image_dir)
+    # Built here: saved as split_built_<Name>.json, never under CoOp's name, and it says so.
+    assert not first.split_file or not os.path.exists(first.split_path)
+    assert os.path.basename(first.built_split_path) == f"split_built_{name}.json"
+    assert not [f for f in os.listdir(first.dataset_dir) if f.startswith("split_zhou_")]
+    prov = first.split_provenance
+    assert prov["source"] == "built here" and prov["procedure"]
+    # the seed is recorded where CoOp's procedure draws at random, not for a listing
+    drawn = {"Caltech101", "DescribableTextures", "EuroSAT", "Food101", "OxfordFlowers", "OxfordPets", "StanfordCars", "SUN397", "UCF101"}
+    assert prov["seed"] == (1 if name in drawn else None)
+    if first.save_built_split:
+        stored = read_split(first.built_split_path, first.image_dir)
         assert as_tuples(stored["train"]) == as_tuples(first.train_x)
         assert as_tuples(stored["test"]) == as_tuples(first.test)
+        assert prov["file"] == f"split_built_{name}.json"
+        assert prov["sha256"] == hashlib.sha256(open(first.built_split_path, "rb").read()).hexdigest()
+        assert json.loads(open(first.built_split_path).read())["_built"]["seed"] == prov["seed"]
+    else:  # official lists / folder listings, read again each time
+        assert not os.path.exists(first.built_split_path) and prov["file"] is None and prov["sha256"] is None
     # Rebuilt under another seed: a stored split is read, never redrawn; without a file the
     # official lists are deterministic anyway.
     second = build(tmp_path, name, seed=99)
     assert [as_tuples(s) for s in (second.train_x, second.val, second.test)] == [
         as_tuples(s) for s in (first.train_x, first.val, first.test)
     ]
+    assert second.split_provenance == prov  # read back: the same file, and how it was made
     if "imagenet_labels" in expected:
         assert first.imagenet_labels == expected["imagenet_labels"]
 
@@ -217,7 +233,7 @@ def test_fewshot_counts_per_class(tmp_path, name):
 def test_imagenet_uses_val_as_test_and_samples_train_only(tmp_path):
     BUILDERS["ImageNet"](str(tmp_path))
     full = build(tmp_path, "ImageNet")
-    stored = read_split(full.split_path, full.image_dir)
+    stored = read_split(full.built_split_path, full.image_dir)
     assert stored["val"] == [] and len(stored["test"]) == 15
     random.seed(2)
     exp_train, _ = coop_fewshot(as_tuples(full.train_x), 4)
@@ -240,7 +256,12 @@ def test_more_shots_than_a_class_has_takes_all_and_logs(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ds = build(tmp_path, "DescribableTextures", shots=16)
     assert per_class(ds.train_x) == {0: 4, 1: 4, 2: 4}
-    assert "3 class(es) have fewer than 16 images" in caplog.text
+    assert "few-shot train draw (16 per class from the train split): 3 class(es) have fewer than 16 images" in caplog.text
+    # The val draw takes min(shots, 4): its warning says so, rather than reading like one about the shots.
+    n_val = min(per_class(ds.val).values())
+    assert n_val < 4
+    assert (f"few-shot val draw (4 per class from the val split: CoOp draws min(shots, 4) for validation): "
+            f"3 class(es) have fewer than 4 images") in caplog.text
 
 
 # ------------------------------------------------------------------ base/new
@@ -288,7 +309,7 @@ def test_split_referencing_missing_images_gives_count_and_first_paths(tmp_path):
     with pytest.raises(DatasetError) as err:
         build(tmp_path, "EuroSAT")
     msg = str(err.value)
-    assert "split_zhou_EuroSAT.json references 4 missing image(s)" in msg
+    assert "split_built_EuroSAT.json references 4 missing image(s)" in msg
     assert sum(p in msg for p in gone) >= 1
 
 
@@ -334,6 +355,26 @@ def test_corrupt_image_named_or_skipped_with_flag(tmp_path, caplog):
     assert "skipped 1 unreadable image(s)" in caplog.text and bad in caplog.text
 
 
+def test_unreadable_images_are_all_named_before_anything_trains(tmp_path, run_train, capsys):
+    """Truncated files (a test image among them, which a run decodes only after training) stop the
+    run at the start with one error: the count, the paths, the fix."""
+    root = tmp_path / "data"
+    assert run_train(tmp_path / "first", "ZeroshotCLIP", shots=2, root=str(root)) == 0  # generates the smoke data
+    test_dir = root / "smoke" / "images" / "test" / "cat"
+    victims = [str(test_dir / name) for name in sorted(os.listdir(test_dir))[:2]] + [str(root / "smoke" / "images" / "val" / "boat" / "boat_000.png")]
+    for path in victims:
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])  # cut short, as by an interrupted copy
+    out = tmp_path / "run"
+    rc = run_train(out, "CLIP_Adapter", "OPTIM.MAX_EPOCH", "2", shots=2, root=str(root))
+    err = capsys.readouterr().err
+    assert rc == 2 and "3 of the" in err and "images this run reads are unreadable" in err and "val 1, test 2" in err
+    assert all(v in err for v in victims) and "DATASET.SKIP_BAD_IMAGES True" in err and "clip_adapter.data.doctor Smoke" in err
+    assert not (out / "clip_adapter").exists() and not (out / "results.json").exists()  # nothing trained
+    # the quick check does not flag good files, whatever their format: only the cut ones
+    assert find_unreadable(sorted(str(p) for p in (root / "smoke" / "images").rglob("*.png")), quick=True) == sorted(victims)
+
+
 def test_malformed_annotation_line_names_file_and_line(tmp_path):
     BUILDERS["OxfordPets"](str(tmp_path))
     path = tmp_path / "oxford_pets" / "annotations" / "test.txt"
@@ -357,10 +398,35 @@ def test_missing_imagenet_classnames_names_both_places(tmp_path):
     assert str(tmp_path / "imagenet-rendition" / "classnames.txt") in msg and str(tmp_path / "imagenet" / "classnames.txt") in msg
 
 
+def test_coops_split_file_is_preferred_and_named_as_the_source(tmp_path, caplog):
+    """A built split is read back until CoOp's file appears; then CoOp's wins, and provenance says which."""
+    BUILDERS["DescribableTextures"](str(tmp_path))
+    built = build(tmp_path, "DescribableTextures")
+    assert built.split_provenance["source"] == "built here"
+    # CoOp's published file (json.dump(indent=4) layout), with another split of the same images
+    items = sorted(built.train_x + built.val + built.test, key=lambda d: d.impath)
+    rel = lambda d: [os.path.relpath(d.impath, built.image_dir).replace(os.sep, "/"), d.label, d.classname]
+    coop = {"train": [rel(d) for d in items[0::3]], "val": [rel(d) for d in items[1::3]], "test": [rel(d) for d in items[2::3]]}
+    coop_path = tmp_path / "dtd" / "split_zhou_DescribableTextures.json"
+    coop_path.write_text(json.dumps(coop, indent=4, separators=(",", ": ")))
+    ds = build(tmp_path, "DescribableTextures")
+    assert [d.impath for d in ds.train_x] == [d.impath for d in items[0::3]]
+    assert ds.split_provenance == {
+        "file": "split_zhou_DescribableTextures.json", "sha256": hashlib.sha256(coop_path.read_bytes()).hexdigest(),
+        "source": "coop", "procedure": "CoOp's published split file", "seed": None,
+    }
+    # A split an earlier version of this project saved under CoOp's name is recognised by its layout.
+    coop_path.write_bytes((tmp_path / "dtd" / "split_built_DescribableTextures.json").read_bytes())
+    with caplog.at_level(logging.WARNING):
+        legacy = build(tmp_path, "DescribableTextures")
+    assert legacy.split_provenance["source"] == "built here" and "earlier version" in legacy.split_provenance["procedure"]
+    assert "Rename it to split_built_DescribableTextures.json" in caplog.text
+
+
 def test_stale_fewshot_file_is_refused(tmp_path):
     BUILDERS["DescribableTextures"](str(tmp_path))
     build(tmp_path, "DescribableTextures", shots=1)
-    split = tmp_path / "dtd" / "split_zhou_DescribableTextures.json"
+    split = tmp_path / "dtd" / "split_built_DescribableTextures.json"
     split.unlink()
     os.rename(tmp_path / "dtd" / "images" / "banded", tmp_path / "dtd" / "images" / "banded2")
     with pytest.raises(DatasetError, match="stale: delete it to resample"):

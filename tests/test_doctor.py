@@ -107,7 +107,7 @@ def broken(tmp_path):
     # DTD: a 1-shot file sampled from an older split (images renamed since)
     BUILDERS["DescribableTextures"](str(root))
     build(root, "DescribableTextures", shots=1)
-    os.remove(root / "dtd" / "split_zhou_DescribableTextures.json")
+    os.remove(root / "dtd" / "split_built_DescribableTextures.json")
     os.rename(root / "dtd" / "images" / "banded", root / "dtd" / "images" / "banded2")
     stale = root / "dtd" / "split_fewshot" / "shot_1-seed_1.json"
     assert stale.is_file()
@@ -131,7 +131,7 @@ def test_each_problem_is_reported_with_its_fix(broken, capsys):
     # missing images: counts against the split file, first paths, what to do
     eurosat = row(out, "EuroSAT")
     assert eurosat[1] == "broken" and eurosat[3:6] == ["15", "6", "7/9"]  # test: 7 of the 9 listed images found
-    assert "2 image(s) listed in" in out and "split_zhou_EuroSAT.json are missing" in out and broken["gone"][0] in out
+    assert "2 image(s) listed in" in out and "split_built_EuroSAT.json are missing" in out and broken["gone"][0] in out
     assert "delete " in out and "to rebuild it" in out
 
     # unreadable image: named, counted, with the fix
@@ -157,6 +157,20 @@ def test_each_dataset_alone_gets_its_own_exit_code(broken, capsys):
     rc, out, _ = run_doctor(capsys, "--root", root / "empty", "--cache-dir", "")
     assert rc == 0 and row(out, "OxfordPets")[1] == "missing" and "not under" in out
     assert run_doctor(capsys, "nosuchset", "--root", root)[0] == 2
+
+
+def test_a_split_built_here_is_reported_as_such(tmp_path, capsys):
+    root = tmp_path / "data"
+    BUILDERS["Food101"](str(root))
+    rc, out, _ = run_doctor(capsys, "food101", "--root", root, "--cache-dir", "")
+    assert rc == 0 and "saves it as split_built_Food101.json (not CoOp's)" in out
+    assert not (root / "food-101" / "split_built_Food101.json").exists()  # the doctor writes nothing
+    build(root, "Food101", seed=3)
+    rc, out, _ = run_doctor(capsys, "food101", "--root", root, "--cache-dir", "")
+    assert rc == 0 and row(out, "Food101")[1] == "ok"
+    built = root / "food-101" / "split_built_Food101.json"
+    assert f"split {built} was built here (CoOp's per-class random 50/20/30" in out and "seed 3)" in out
+    assert "not CoOp's split_zhou_Food101.json" in out and f"python -m clip_adapter.data.download Food101 --root {root}" in out
 
 
 def test_flat_imagenet_val_is_sorted_by_the_printed_command(broken, capsys, tmp_path):

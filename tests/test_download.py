@@ -151,6 +151,28 @@ def test_download_through_the_config_flag_builds_coops_layout(tmp_path, server, 
     assert server.requests == []
 
 
+def test_download_fetches_coops_split_when_only_a_built_one_exists(tmp_path, server, monkeypatch):
+    """A split built here (CoOp's file was missing) does not stand in for CoOp's: the download still
+    fetches it, and from then on CoOp's is the one read."""
+    cls = DATASETS.get("DescribableTextures")
+    archive, split = fake_dtd_archive(tmp_path), dtd_split()
+    server.files = {"dtd-r1.0.1.tar.gz": archive}  # no split served: the first run builds one
+    with_checksums(cls, monkeypatch, **{"dtd-r1.0.1.tar.gz": sha256(archive), "split_zhou_DescribableTextures.json": sha256(split)})
+    root = tmp_path / "data"
+    with pytest.raises(DatasetError):
+        dl.download_dataset(cls, str(root))  # the split's 404: the images are in place, the split is not
+    random.seed(1)
+    built = cls(dataset_cfg(root, "DescribableTextures"))
+    assert built.split_provenance["source"] == "built here" and (root / "dtd" / "split_built_DescribableTextures.json").is_file()
+    server.files["split_zhou_DescribableTextures.json"] = split
+    server.requests.clear()
+    report = dl.download_dataset(cls, str(root))
+    assert [r[0] for r in server.requests] == ["split_zhou_DescribableTextures.json"] and report.fetched == ["split_zhou_DescribableTextures.json"]
+    ds = cls(dataset_cfg(root, "DescribableTextures"))
+    assert ds.split_provenance["source"] == "coop" and ds.split_provenance["sha256"] == sha256(split)
+    assert len(ds.train_x) == 5
+
+
 def test_interrupted_download_resumes_with_range_and_never_leaves_a_half_tree(tmp_path, server, monkeypatch):
     cls = DATASETS.get("DescribableTextures")
     archive, split = fake_dtd_archive(tmp_path, per_class=40), dtd_split()
@@ -238,7 +260,9 @@ def test_nested_archive_and_wrapping_folder(tmp_path, server, monkeypatch):
     random.seed(1)
     ds = cls(dataset_cfg(tmp_path, "Caltech101", DOWNLOAD=True))
     assert ds.classnames == ["face", "accordion", "airplane"]
-    assert (tmp_path / "caltech-101" / "split_zhou_Caltech101.json").is_file()  # built, as no split was served
+    # built, as no split was served: saved under the project's name, never CoOp's
+    assert (tmp_path / "caltech-101" / "split_built_Caltech101.json").is_file()
+    assert not (tmp_path / "caltech-101" / "split_zhou_Caltech101.json").exists()
 
 
 def test_imagenet_variant_copies_classnames_from_imagenet(tmp_path, server, monkeypatch):

@@ -479,3 +479,31 @@ def test_missing_image_is_a_one_line_dataset_error(tmp_path, tiny, images):
     cfg = tiny_cfg()
     with pytest.raises(DatasetError, match="img_03.png"):
         make_cache(tmp_path / "cache", tiny).features(images, build_transform(cfg, False), transform_spec(cfg, False))
+
+
+# ------------------------------------------------------------ data location
+def test_view_seeds_follow_the_image_within_the_root_not_the_root(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "elsewhere" / "b"
+    pa, pb = str(a / "smoke" / "images" / "x.png"), str(b / "smoke" / "images" / "x.png")
+    assert F.view_identity(pa, str(a)) == F.view_identity(pb, str(b)) == "smoke/images/x.png"
+    assert view_seed(pa, 3, str(a)) == view_seed(pb, 3, str(b)) != view_seed(pb, 4, str(b))
+    assert view_seed(pa, 3) != view_seed(pb, 3)  # without a root, the absolute path (the old rule) differs
+    assert ViewSeeds([pa], [3], str(a))(0) == view_seed(pb, 3, str(b))
+
+
+@pytest.mark.parametrize("mode", ["cached", "exact"])
+def test_same_data_under_another_root_trains_the_same(tmp_path, run_train, mode):
+    """The data copied to another --root: identical accuracy and identical adapter weights."""
+    import shutil
+
+    opts = ["OPTIM.MAX_EPOCH", "3", "FEATURES.MODE", mode]
+    root_a, root_b = tmp_path / "a", tmp_path / "copy" / "b"
+    assert run_train(tmp_path / "run_a" / "out", "CLIP_Adapter", *opts, shots=2, root=str(root_a)) == 0
+    shutil.copytree(root_a / "smoke", root_b / "smoke")  # the images and the split/few-shot files as they are
+    assert run_train(tmp_path / "run_b" / "out", "CLIP_Adapter", *opts, shots=2, root=str(root_b)) == 0
+    results = [json.loads((tmp_path / run / "out" / "results.json").read_text()) for run in ("run_a", "run_b")]
+    assert results[0]["accuracy"] == results[1]["accuracy"] and results[0]["correct"] == results[1]["correct"]
+    ckpts = [tmp_path / run / "out" / "clip_adapter" / "model.pth.tar-3" for run in ("run_a", "run_b")]
+    states = [torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in ckpts]
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -42,6 +42,52 @@ def test_ctx_init_reproduces_the_template(tiny_clip):
     assert torch.equal(got, expected)
 
 
+def test_ctx_init_with_csc_learns_one_shared_context(tiny_clip, caplog):
+    """CoOp takes its class-specific branch only for a random init: CTX_INIT + CSC True is shared."""
+    with caplog.at_level("WARNING"):
+        pl = PromptLearner(tiny_clip, CLASSES, n_ctx=16, ctx_init="a photo of a", csc=True)
+    assert pl.ctx.shape == (4, 64) and not pl.csc
+    assert [r.getMessage() for r in caplog.records if "CSC True has no effect" in r.getMessage()] != []
+
+
+def coop_reference_prompts(pl, name_lens):
+    """CoOp's PromptLearner.forward, written out from its trainers/coop.py: the per-class loop over
+    token_prefix (SOS), the context and token_suffix, slicing the class as suffix[:name_len]."""
+    ctx = pl.ctx if pl.ctx.dim() == 3 else pl.ctx.unsqueeze(0).expand(pl.n_cls, -1, -1)
+    prefix, suffix, half = pl.token_prefix, pl.token_suffix, pl.n_ctx // 2
+    rows = []
+    for i, n in enumerate(name_lens):
+        cls_i, rest_i = suffix[i, :n], suffix[i, n:]
+        if pl.position == "end":
+            parts = [prefix[i], ctx[i], suffix[i]]
+        elif pl.position == "middle":
+            parts = [prefix[i], ctx[i, :half], cls_i, ctx[i, half:], rest_i]
+        else:
+            parts = [prefix[i], cls_i, ctx[i], rest_i]
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("position", ["end", "middle", "front"])
+def test_ctx_init_with_a_two_token_word_counts_words_as_coop(tiny_clip, position):
+    """"itap of a" is 3 words but 4 BPE tokens (it|ap|of|a): CoOp learns 3 vectors initialised from
+    the tokens it, ap, of; "a" stays a fixed token of the prompt, so the start is the template."""
+    phrase = "itap of a"
+    assert len(_tokens(phrase)) == 4 and len(phrase.split(" ")) == 3
+    pl = PromptLearner(tiny_clip, CLASSES, n_ctx=16, ctx_init=phrase, class_token_position=position)
+    assert pl.n_ctx == 3 and pl.ctx.shape == (3, 64)
+    clip = _clip()
+    with torch.no_grad():
+        phrase_emb = tiny_clip.token_embedding(clip.tokenize(phrase))[0]
+        assert torch.equal(pl.ctx, phrase_emb[1:4])  # it, ap, of
+        tokens = clip.tokenize([f"{phrase} {c.replace('_', ' ')}." for c in CLASSES])
+        assert torch.equal(pl.tokenized_prompts, tokens)
+        expected = coop_reference_prompts(pl, [len(_tokens(c.replace("_", " "))) for c in CLASSES])
+        assert torch.equal(pl(), expected)
+        if position == "end":  # untrained, the prompt is the template itself
+            assert torch.equal(pl(), tiny_clip.token_embedding(tokens))
+
+
 @pytest.mark.parametrize("csc", [False, True])
 @pytest.mark.parametrize("position", ["end", "middle", "front"])
 def test_prompt_layouts(tiny_clip, position, csc):

@@ -103,12 +103,62 @@ def test_clip_adapter_alpha_zero_is_zero_shot(kind, data_root, tmp_path):
         assert not torch.allclose(ad.logits(feats), expected)
 
 
+# CoOp's trainers/zsclip.py (CUSTOM_TEMPLATES) and trainers/imagenet_templates.py
+# (IMAGENET_TEMPLATES_SELECT), written out here so the test does not depend on the project's data files.
+COOP_CUSTOM_TEMPLATES = {
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "{} texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a photo of {}, a type of food.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+}
+COOP_IMAGENET_TEMPLATES_SELECT = [
+    "itap of a {}.",
+    "a bad photo of the {}.",
+    "a origami {}.",
+    "a photo of the large {}.",
+    "a {} in a video game.",
+    "art of the {}.",
+    "a photo of the small {}.",
+]
+
+
+@pytest.mark.parametrize("dataset", sorted(COOP_CUSTOM_TEMPLATES))
+def test_zeroshot_clip2_prompts_are_coops(dataset):
+    """ZeroshotCLIP2 = CoOp's: the seven, plus the dataset's own template unless DATASET.NAME is ImageNet."""
+    from clip_adapter.registry import DATASETS
+
+    cls = DATASETS.get(dataset)
+    expected = COOP_IMAGENET_TEMPLATES_SELECT + ([] if dataset == "ImageNet" else [COOP_CUSTOM_TEMPLATES[dataset]])
+    assert cls.__new__(cls).templates(TRAINERS.get("ZeroshotCLIP2").template_mode) == expected
+    # ZeroshotCLIP is CoOp's single CUSTOM_TEMPLATES prompt
+    assert cls.__new__(cls).templates(TRAINERS.get("ZeroshotCLIP").template_mode) == [COOP_CUSTOM_TEMPLATES[dataset]]
+
+
+def test_zeroshot_clip2_run_uses_eight_prompts(data_root, tmp_path):
+    zs2 = build("ZeroshotCLIP2", data_root, tmp_path / "zs2")
+    assert zs2.templates == COOP_IMAGENET_TEMPLATES_SELECT + ["a photo of a {}."]
+
+
 def test_coop_ctx_init_starts_at_the_zero_shot_template(data_root, tmp_path):
     zs = build("ZeroshotCLIP", data_root, tmp_path / "zs")
     assert zs.templates == ["a photo of a {}."]
     feats, _ = zs.split_features("test")
     for csc in ("False", "True"):
         coop = build("CoOp", data_root, tmp_path / f"coop{csc}", "TRAINER.COOP.CTX_INIT", "a photo of a", "TRAINER.COOP.CSC", csc)
+        # CoOp: the context comes from the phrase's 4 words and is shared even with CSC True
+        assert tuple(coop.prompt_learner.ctx.shape) == (4, coop.clip_model.ln_final.weight.shape[0])
+        assert TRAINERS.get("CoOp").transfer_blocker(coop.cfg) is None
         with torch.no_grad():
             torch.testing.assert_close(coop.class_text_features(), zs.text_weights, rtol=0, atol=1e-6)
             torch.testing.assert_close(coop.logits(feats), zs.logits(feats), rtol=0, atol=1e-4)

@@ -96,7 +96,8 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         # Bottleneck reduction of the adapter (width / REDUCTION hidden units).
         node.REDUCTION = 4
         node.PREC = "fp32"
-        # Text classifier prompts: "" = the dataset's hand-crafted template, "ensemble" = ImageNet's set.
+        # Text classifier prompts: "" = the dataset's hand-crafted template, "ensemble" = ImageNet's seven,
+        # "coop_ensemble" = those seven plus the dataset's own (CoOp's ZeroshotCLIP2; ImageNet: the seven).
         node.TEMPLATES = ""
         # Per-dataset alpha: used when RATIO < 0, looked up by DATASET.NAME (key DEFAULT for the rest).
         # The backbone YAMLs hold the table and its sources (configs/trainers/CLIP_Adapter/).

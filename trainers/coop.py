@@ -44,8 +44,10 @@ class CoOp(ClipTrainer):
 
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:
-        """A shared context transfers to any class names; a class-specific one (CSC) is one per training class."""
-        if bool(cfg.TRAINER.COOP.CSC):
+        """A shared context transfers to any class names; a class-specific one (CSC) is one per training class.
+
+        With CTX_INIT the context is shared whatever CSC says (CoOp's rule, see PromptLearner)."""
+        if bool(cfg.TRAINER.COOP.CSC) and not str(cfg.TRAINER.COOP.CTX_INIT).replace("_", " ").strip():
             return ("its prompt context is learned per training class (TRAINER.COOP.CSC True; train with "
                     "TRAINER.COOP.CSC False for one shared context that transfers)")
         return None
@@ -64,7 +66,7 @@ class CoOp(ClipTrainer):
         self.register_model(MODULE, self.prompt_learner)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
         pl = self.prompt_learner
-        log.info("CoOp: %d context tokens (%s, init %r), class token at the %s, %s",
+        log.info("CoOp: %d context vectors (%s, init %r), class token at the %s, %s",
                  pl.n_ctx, "class-specific" if pl.csc else "shared", node.CTX_INIT or "random", pl.position, self.precision)
 
     def class_text_features(self) -> torch.Tensor:

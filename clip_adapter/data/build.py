@@ -28,10 +28,17 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import group_by_label
 from clip_adapter.errors import DatasetError
+from clip_adapter.progress import progress
 
 log = logging.getLogger(__name__)
 
 Splits = Dict[str, List[Datum]]
+
+# What each procedure does, in a few words: a built split's provenance (DatasetBase.split_procedure).
+CLASS_FOLDERS_PROCEDURE = "CoOp's per-class random 50/20/30 train/val/test cut of the sorted class folders (split_class_folders)"
+GROUPS_PROCEDURE = "CoOp's per-class random 50/20/30 train/val/test cut of the labelled images (split_groups)"
+TRAINVAL_PROCEDURE = "CoOp's per-class random 20% val cut of the official train list; the official test list (split_trainval)"
+LISTING_PROCEDURE = "the class folders as found on disk, sorted (no random draw)"
 
 
 def listdir_nohidden(path: str, dirs_only: bool = False) -> List[str]:
@@ -184,15 +191,51 @@ def imagenet_label_map(wnids: Sequence[str], classnames: Mapping[str, str]) -> L
     return [position[w] for w in wnids]
 
 
-def find_unreadable(paths: Sequence[str], workers: int = 8, desc: str = "checking images", min_progress: int = 1000) -> List[str]:
-    """The paths among ``paths`` that fail to decode (read exactly as a run reads them), in sorted order."""
-    from concurrent.futures import ThreadPoolExecutor
+# Per format: how its files start, and how a complete file ends. A file that does not end so was cut
+# short (or carries trailing bytes, which is legal: such files are then decoded to tell).
+_MARKERS = (
+    (b"\xff\xd8\xff", b"\xff\xd9"),  # JPEG: SOI ... EOI
+    (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"),  # PNG: signature ... IEND chunk
+    (b"GIF8", b";"),  # GIF: header ... trailer
+)
 
-    from tqdm import tqdm
+
+def looks_complete(path: str) -> bool:
+    """A cheap check (a few bytes at each end, no decoding): True when the file starts as a JPEG,
+    PNG, GIF, WebP or BMP and is as long as its end marker or header says. False means "decode it
+    to tell": not an image, cut short (a truncated download or copy), trailing bytes, another format."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(12)
+            for magic, tail in _MARKERS:
+                if head.startswith(magic):
+                    f.seek(max(0, size - len(tail)))
+                    return f.read(len(tail)) == tail
+    except OSError:
+        return False
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":  # RIFF: bytes 4..8 hold the size of what follows
+        return size == int.from_bytes(head[4:8], "little") + 8
+    if head[:2] == b"BM" and len(head) >= 6:  # BMP: bytes 2..6 hold the file size
+        return size >= int.from_bytes(head[2:6], "little")
+    return False
+
+
+def find_unreadable(
+    paths: Sequence[str], workers: int = 8, desc: str = "checking images", min_progress: int = 1000, quick: bool = False
+) -> List[str]:
+    """The paths among ``paths`` that fail to decode (read exactly as a run reads them), in sorted order.
+
+    ``quick``: decode only the files ``looks_complete`` doubts (seconds for a dataset instead of a
+    full decode; what a run checks before training). Without it every file is decoded (the doctor).
+    """
+    from concurrent.futures import ThreadPoolExecutor
 
     from clip_adapter.data.loader import read_image
 
     def _ok(path: str) -> bool:
+        if quick and looks_complete(path):
+            return True
         try:
             read_image(path)
             return True
@@ -201,8 +244,33 @@ def find_unreadable(paths: Sequence[str], workers: int = 8, desc: str = "checkin
 
     paths = sorted(set(paths))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        ok = list(tqdm(pool.map(_ok, paths), total=len(paths), desc=desc, disable=len(paths) < min_progress))
+        ok = list(progress(pool.map(_ok, paths), total=len(paths), desc=desc, unit="image", min_total=min_progress))
     return [p for p, good in zip(paths, ok) if not good]
+
+
+def require_readable(splits: Mapping[str, Sequence[Datum]], workers: int = 8) -> None:
+    """Before anything trains: every image the run will read opens and is complete, else one error naming them all.
+
+    A run decodes its test images only after training; a truncated one found there wastes the
+    whole run and names one file at a time. This check (``find_unreadable(quick=True)``) finds
+    them all at the start.
+    """
+    paths = sorted({d.impath for items in splits.values() for d in items})
+    bad = find_unreadable(paths, workers, desc="checking images", min_progress=5000, quick=True)
+    if not bad:
+        return
+    bad_set = set(bad)
+    where, seen = [], []
+    for name, items in splits.items():
+        n = sum(d.impath in bad_set for d in items)
+        if n and not any(items == other for other in seen):  # ImageNet's val is its test; a test-only set's three are one
+            where.append(f"{name} {n}")
+        seen.append(items)
+    shown = ", ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "")
+    raise DatasetError(
+        f"{len(bad)} of the {len(paths)} images this run reads are unreadable (truncated, empty or not images; "
+        f"{', '.join(where)}): {shown}. Replace them with good copies, or set DATASET.SKIP_BAD_IMAGES True to leave them out"
+    )
 
 
 def drop_unreadable(*splits: Sequence[Datum], workers: int = 8) -> List[List[Datum]]:

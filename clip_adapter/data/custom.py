@@ -36,8 +36,8 @@ from clip_adapter.data.build import listdir_nohidden, split_groups, split_trainv
 from clip_adapter.data.dataset_base import DatasetBase, with_classnames
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import group_by_label
-from clip_adapter.data.splits import DOCTOR, SPLIT_NAMES, check_images_exist, read_split, write_split
-from clip_adapter.data.templates import get_templates
+from clip_adapter.data.splits import BUILT_HERE, DOCTOR, GIVEN, SPLIT_NAMES, check_images_exist, provenance, read_split, write_split
+from clip_adapter.data.templates import coop_ensemble, get_templates
 from clip_adapter.errors import ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -312,6 +312,7 @@ class CustomDataset(DatasetBase):
         stem = os.path.splitext(os.path.basename(self.source_path))[0] if not is_folder else os.path.basename(self.source_path)
         default_split = f"split_{stem}_seed{int(c.SPLIT_SEED)}_val{float(c.VAL_FRACTION):g}_test{float(c.TEST_FRACTION):g}.json"
         self.split_path = os.path.join(self.dataset_dir, os.path.expanduser(c.SPLIT_FILE) if c.SPLIT_FILE else default_split)
+        self.built_split_path = self.split_path  # the generated split is the one built here
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot", os.path.splitext(os.path.basename(self.split_path))[0])
         self.classnames_file = ""
         if c.CLASSNAMES_FILE:
@@ -356,10 +357,18 @@ class CustomDataset(DatasetBase):
             return {name: list(given[name]) for name in SPLIT_NAMES}
         return complete_splits(given, int(c.SPLIT_SEED), float(c.VAL_FRACTION), float(c.TEST_FRACTION))
 
+    def procedure(self) -> str:
+        c = self.cfg.DATASET.CUSTOM
+        return (f"per-class random cut of train into val {float(c.VAL_FRACTION):g} / test {float(c.TEST_FRACTION):g} of each class "
+                "where the data gives no val/test (DATASET.CUSTOM.SPLIT_SEED)")
+
     def load_splits(self, write: bool = True, check_exists: bool = True) -> Splits:
         given = self.read_source()
+        seed = int(self.cfg.DATASET.CUSTOM.SPLIT_SEED)
         if all(given[name] is not None for name in SPLIT_NAMES):
             splits: Splits = {name: list(given[name]) for name in SPLIT_NAMES}
+            source_file = self.source_path if os.path.isfile(self.source_path) else None
+            self._split_provenance = provenance(source_file, GIVEN, f"as given by DATASET.CUSTOM.PATH ({self.format})", None)
         elif os.path.isfile(self.split_path):
             splits = read_split(self.split_path, self.image_dir, check_exists=False)
             problem = split_mismatch(splits, given)
@@ -375,11 +384,13 @@ class CustomDataset(DatasetBase):
                 if write:
                     write_split(splits, self.split_path, self.image_dir)
                     log.info("Class names changed since the split was made: updated them in %s", self.split_path)
+            self._split_provenance = provenance(self.split_path, BUILT_HERE, self.procedure(), seed)
         else:
             c = self.cfg.DATASET.CUSTOM
             splits = complete_splits(given, int(c.SPLIT_SEED), float(c.VAL_FRACTION), float(c.TEST_FRACTION))
             if write:
                 self._write_generated(splits, given)
+            self._split_provenance = provenance(self.split_path if write else None, BUILT_HERE, self.procedure(), seed)
         if check_exists:
             check_images_exist(self.source_path, splits)
         return splits
@@ -401,10 +412,12 @@ class CustomDataset(DatasetBase):
         )
 
     def templates(self, mode: str = "single") -> List[str]:
-        if mode == "ensemble":
-            return get_templates(self.templates_file(), "", "ensemble")
         if mode != "single":
-            raise ConfigError(f"template mode must be 'single' or 'ensemble', got {mode!r}")
+            seven = get_templates(self.templates_file(), "", "ensemble")
+            if mode == "ensemble":
+                return seven
+            get_templates(self.templates_file(), "", mode)  # an unknown mode fails here, naming the modes
+            return coop_ensemble(seven, self.templates("single"), type(self).__name__)
         templates = list(self.cfg.DATASET.CUSTOM.TEMPLATES)
         bad = [t for t in templates if not isinstance(t, str) or t.count("{}") != 1]
         if not templates or bad:

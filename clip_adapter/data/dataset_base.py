@@ -8,13 +8,24 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import random
 import shlex
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
-from clip_adapter.data.build import drop_unreadable
+from clip_adapter.data.build import drop_unreadable, require_readable
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import load_or_sample_fewshot
-from clip_adapter.data.splits import add_doctor_hint, check_images_exist, read_split, write_split
+from clip_adapter.data.splits import (
+    BUILT_HERE,
+    COOP,
+    add_doctor_hint,
+    built_split_name,
+    check_images_exist,
+    provenance,
+    read_split_with_meta,
+    write_split,
+    written_by_this_project,
+)
 from clip_adapter.data.subsample import subsample_classes
 from clip_adapter.data.templates import get_templates
 from clip_adapter.errors import DatasetError
@@ -44,11 +55,21 @@ class DatasetBase:
     """Subclasses set ``dataset_dir``, ``image_dir``, ``split_file`` and may override ``build_split``.
 
     ``test_only`` datasets (distribution-shift targets) have no train split of their own.
+
+    The split comes from CoOp's published file (``split_file``) when present, else from the split
+    this project built earlier (``split_built_<Name>.json``), else ``build_split()`` makes it and it
+    is saved under that built name. ``split_provenance`` says which, for results.json.
     """
 
     dataset_dir: str = ""
     image_dir: str = "images"
+    # The split file CoOp publishes (split_zhou_<Name>.json), "" when it publishes none. Only ever read.
     split_file: str = ""
+    # How ``build_split`` makes the split (recorded in a built split file and in its provenance).
+    split_procedure: str = ""
+    # Save a built split (and read it back later)? False where building is a cheap deterministic
+    # read of official lists or folders that also sets attributes (ImageNet-A/-R's label maps).
+    save_built_split: bool = True
     # Key into the templates.json next to the subclass's module; defaults to the class name.
     template_key: str = ""
     test_only: bool = False
@@ -103,6 +124,8 @@ class DatasetBase:
             train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         if getattr(cfg.DATASET, "SKIP_BAD_IMAGES", False):
             train, val, test = drop_unreadable(train, val, test)
+        else:  # every unreadable image named now, not one at a time after training
+            require_readable({"train": train, "val": val, "test": test})
         self.train_x: List[Datum] = train
         self.val: List[Datum] = val
         self.test: List[Datum] = test
@@ -118,7 +141,8 @@ class DatasetBase:
 
     # -------------------------------------------------------------- hooks
     def locate(self, cfg) -> None:
-        """Set ``root``, ``dataset_dir``, ``image_dir``, ``split_path`` and ``split_fewshot_dir`` from the config; reads nothing."""
+        """Set ``root``, ``dataset_dir``, ``image_dir``, ``split_path`` (CoOp's), ``built_split_path`` and
+        ``split_fewshot_dir`` from the config; reads nothing."""
         if not cfg.DATASET.ROOT:
             raise DatasetError(f"DATASET.ROOT is empty: pass --root /path/to/datasets (or set DATA in the scripts) for {type(self).__name__}")
         root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
@@ -126,6 +150,7 @@ class DatasetBase:
         self.dataset_dir = os.path.join(root, type(self).dataset_dir)
         self.image_dir = os.path.join(self.dataset_dir, type(self).image_dir)
         self.split_path = os.path.join(self.dataset_dir, self.split_file) if self.split_file else ""
+        self.built_split_path = os.path.join(self.dataset_dir, built_split_name(type(self).__name__))
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
 
     def doctor_command(self) -> str:
@@ -152,23 +177,60 @@ class DatasetBase:
         download_dataset(type(self), self.root)
 
     def load_splits(self, write: bool = True, check_exists: bool = True) -> Dict[str, List[Datum]]:
-        """The split file's train/val/test, else ``build_split()``'s (then saved as the split file).
+        """CoOp's split file, else the one built here earlier, else ``build_split()``'s (then saved
+        as ``split_built_<Name>.json``); sets ``split_provenance``.
 
         ``write=False, check_exists=False`` is the doctor's read-only look: nothing is written and
         missing images are counted by the caller instead of raising.
         """
-        if self.split_path and os.path.isfile(self.split_path):
-            return read_split(self.split_path, self.image_dir, check_exists=check_exists)
+        for path in (self.split_path, self.built_split_path if self.save_built_split else ""):
+            if path and os.path.isfile(path):
+                splits, meta = read_split_with_meta(path, self.image_dir, check_exists=check_exists)
+                self._split_provenance = self._provenance_of(path, meta)
+                return splits
+        before = random.getstate()
         splits = self.build_split()
+        # The split depends on the seed only if the procedure drew from the global RNG (the CLI seeded
+        # it with the run's seed before building the dataset, as CoOp's train.py does).
+        seed = int(self.cfg.SEED) if random.getstate() != before and int(self.cfg.SEED) >= 0 else None
+        how = {"by": "clip_adapter (not CoOp's published split)", "procedure": self.procedure(), "seed": seed}
         if check_exists:
             check_images_exist(f"the {type(self).__name__} annotations", splits)
-        if self.split_path and write:
-            write_split(splits, self.split_path, self.image_dir)
-            log.info("Saved split to %s", self.split_path)
+        written = None
+        if write and self.save_built_split:
+            write_split(splits, self.built_split_path, self.image_dir, built=how)
+            written = self.built_split_path
+            log.info("Built the %s split here and saved it to %s: %s%s%s", type(self).__name__, written, how["procedure"],
+                     f", seed {seed}" if seed is not None else "",
+                     f". CoOp's {self.split_file} is read instead once it is there" if self.split_file else "")
+        self._split_provenance = provenance(written, BUILT_HERE, how["procedure"], seed)
         return splits
 
+    def procedure(self) -> str:
+        return self.split_procedure or f"{type(self).__name__}.build_split from the dataset's annotations"
+
+    def _provenance_of(self, path: str, meta: Dict[str, Any]) -> Dict[str, Any]:
+        if path == self.built_split_path:
+            return provenance(path, BUILT_HERE, str(meta.get("procedure", self.procedure())), meta.get("seed"))
+        if written_by_this_project(path):
+            log.warning(
+                "%s has this project's layout, not that of CoOp's published file: an earlier version built it here and "
+                "saved it under CoOp's name. Rename it to %s to keep this split, or delete it and fetch CoOp's "
+                "(python -m clip_adapter.data.download %s --root %s)",
+                path, built_split_name(type(self).__name__), type(self).__name__, shlex.quote(self.root),
+            )
+            return provenance(path, BUILT_HERE, "unknown: built by an earlier version of this project, saved under CoOp's name", None)
+        return provenance(path, COOP, "CoOp's published split file", None)
+
+    @property
+    def split_provenance(self) -> Optional[Dict[str, Any]]:
+        """Where the split came from (None before ``load_splits``): ``{"file", "sha256", "source": "coop" |
+        "built here", "procedure", "seed"}``; ``file`` is None for a split built but not saved."""
+        prov = getattr(self, "_split_provenance", None)
+        return dict(prov) if prov is not None else None
+
     def build_split(self) -> Dict[str, List[Datum]]:
-        raise DatasetError(f"split file not found: {self.split_path}; download CoOp's split_zhou file into {self.dataset_dir}")
+        raise DatasetError(f"split file not found: {self.split_path or self.built_split_path}; download CoOp's split_zhou file into {self.dataset_dir}")
 
     # --------------------------------------------------------- properties
     @staticmethod

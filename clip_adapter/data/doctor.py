@@ -40,8 +40,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from clip_adapter.data.build import find_classnames_file, find_unreadable
 from clip_adapter.data.dataset_base import DatasetBase, describe_duplicates, duplicate_classnames
 from clip_adapter.data.fewshot import read_fewshot, stale_fewshot
-from clip_adapter.data.splits import DOCTOR, SPLIT_NAMES
+from clip_adapter.data.splits import BUILT_HERE, DOCTOR, SPLIT_NAMES
 from clip_adapter.errors import DatasetError, UserError
+from clip_adapter.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,6 @@ def sort_imagenet_val(val_dir: str, devkit: str = "", labels: str = "", dry_run:
     Every image's class is looked up before anything moves (an unknown image stops it with its name),
     and a rerun after an interruption moves only what is still flat.
     """
-    from tqdm import tqdm
-
     if not os.path.isdir(val_dir):
         raise UserError(f"validation folder not found: {val_dir}")
     if bool(devkit) == bool(labels):
@@ -199,7 +198,7 @@ def sort_imagenet_val(val_dir: str, devkit: str = "", labels: str = "", dry_run:
     unknown = [n for n in names if n not in lookup]
     if unknown:
         raise UserError(f"no class for {len(unknown)} image(s) in {val_dir}, e.g. {_examples(unknown)}; nothing was moved")
-    for name in tqdm(names, desc="sorting ImageNet val", disable=len(names) < 1000 or dry_run):
+    for name in progress(names, desc="sorting ImageNet val", unit="image", min_total=1000, disable=dry_run):
         target = os.path.join(val_dir, lookup[name], name)
         if dry_run:
             print(f"{os.path.join(val_dir, name)} -> {target}")
@@ -334,16 +333,32 @@ def check_dataset(ds: DatasetBase, sample: int = 0, workers: int = 8) -> Report:
         return report
     finally:
         random.setstate(state)
-    source = ds.split_path if ds.split_path and os.path.isfile(ds.split_path) else "the annotations"
+    # The file the split was read from, in the order load_splits reads them (CoOp's, then one built here).
+    built_path = getattr(ds, "built_split_path", "") if getattr(ds, "save_built_split", True) else ""
+    source = next((p for p in (ds.split_path, built_path) if p and os.path.isfile(p)), "the annotations")
+    prov = ds.split_provenance or {}
+    coop_publishes = bool(type(ds).split_file) and any(getattr(r, "dest", "") == type(ds).split_file for r in type(ds).resources)
+    fetch = f"python -m clip_adapter.data.download {type(ds).__name__} --root {shlex.quote(ds.root)}"
     missing = _split_counts(splits, report)
     if missing:
         fix = "restore them (or check --root)"
         if source != "the annotations":
-            fix += f", or delete {source} to rebuild it from what is there (then it is not CoOp's split)"
+            fix += f", or delete {source} to rebuild it from what is there" + (" (then it is not CoOp's split)" if source == ds.split_path else "")
         report.add("error", f"{len(missing)} image(s) listed in {source} are missing: {_examples(missing)}", fix)
-    elif ds.split_path and not os.path.isfile(ds.split_path) and any(getattr(r, "dest", "") == type(ds).split_file for r in type(ds).resources):
-        report.add("note", f"no split file {ds.split_path}: the first run builds one from the annotations (not CoOp's)",
-                   f"to use CoOp's split: python -m clip_adapter.data.download {type(ds).__name__} --root {shlex.quote(ds.root)}")
+    elif source == ds.split_path and prov.get("source") == BUILT_HERE:
+        report.add("warning", f"{source} was built by an earlier version of this project (its layout is not CoOp's), "
+                   "yet it carries CoOp's name", f"rename it to {os.path.basename(built_path) or 'split_built_<Name>.json'} "
+                   f"to keep it, or delete it and fetch CoOp's: {fetch}")
+    elif source == built_path and source != ds.split_path:
+        seed = prov.get("seed")
+        text = f"split {source} was built here ({prov.get('procedure', 'from the annotations')}{f', seed {seed}' if seed is not None else ''})"
+        if coop_publishes:
+            report.add("note", text + f", not CoOp's {type(ds).split_file}", f"to use CoOp's split (preferred once present): {fetch}")
+        else:
+            report.add("note", text)
+    elif source == "the annotations" and coop_publishes:
+        report.add("note", f"no split file {ds.split_path}: the first run builds one from the annotations and saves it as "
+                   f"{os.path.basename(built_path)} (not CoOp's)", f"to use CoOp's split: {fetch}")
 
     paths = sorted({d.impath for items in splits.values() for d in items if os.path.isfile(d.impath)})
     if sample and len(paths) > sample:
@@ -568,7 +583,7 @@ def run(args) -> int:
         verb = "would move" if args.dry_run else "moved"
         print(f"{verb} {moved} image(s) into class folders under {args.sort_imagenet_val}")
         if not args.dry_run and moved:
-            print(f"next: {DOCTOR} ImageNet --root <DATA> (the first run then builds split_ImageNet.json)")
+            print(f"next: {DOCTOR} ImageNet --root <DATA> (the first run then builds split_built_ImageNet.json)")
         return 0
     from clip_adapter.plugins import load_all
 

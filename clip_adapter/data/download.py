@@ -5,7 +5,7 @@ provides under the dataset folder); this module does the rest, the same way for 
 
 * HTTP(S) downloads go to ``<file>.part`` and resume with an HTTP ``Range`` request after an
   interruption; Google-Drive files (CoOp's split files, UCF101's mid-frames) go through ``gdown``
-  with its own resume. Progress bars come from tqdm.
+  with its own resume. Progress: a bar on a terminal, a few log lines in a log (``clip_adapter.progress``).
 * Checksums (md5 as torchvision publishes them, or sha256) are verified; a mismatch deletes the
   file and says so. Without a known checksum the file's sha256 is logged so it can be pinned.
 * Archives are extracted (torchvision's ``extract_archive``) into a hidden temporary folder inside
@@ -120,7 +120,7 @@ def _gdrive_page(file_id: str) -> str:
 
 def http_download(url: str, path: str, desc: str = "") -> None:
     """Download ``url`` to ``path`` through ``path.part``, resuming a partial file with HTTP Range."""
-    from tqdm import tqdm
+    from clip_adapter.progress import progress
 
     part = path + ".part"
     have = os.path.getsize(part) if os.path.isfile(part) else 0
@@ -151,8 +151,8 @@ def http_download(url: str, path: str, desc: str = "") -> None:
             log.info("%s ignored the resume request: downloading %s from the start", url, os.path.basename(path))
         length = resp.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
-        with open(part, "ab" if start else "wb") as f, tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or os.path.basename(path)
+        with open(part, "ab" if start else "wb") as f, progress(
+            total=total, initial=start, unit="B", unit_scale=True, desc=desc or os.path.basename(path)
         ) as bar:
             try:
                 while True:

@@ -27,8 +27,12 @@ def group_by_label(items: Sequence[Datum]) -> "OrderedDict[int, List[Datum]]":
     return groups
 
 
-def sample_fewshot(items: Sequence[Datum], num_shots: int, repeat: bool = False, rng=random) -> List[Datum]:
-    """K items per label; a class with fewer than K keeps all of them (as CoOp), and says so."""
+def sample_fewshot(items: Sequence[Datum], num_shots: int, repeat: bool = False, rng=random, what: str = "") -> List[Datum]:
+    """K items per label; a class with fewer than K keeps all of them (as CoOp), and says so.
+
+    ``what`` names the draw in that message (which split, and why K is what it is): the val draw
+    takes ``min(shots, 4)``, so without it a warning about 4 images reads as one about the shots.
+    """
     if num_shots < 1:
         return list(items)
     out: List[Datum] = []
@@ -43,8 +47,8 @@ def sample_fewshot(items: Sequence[Datum], num_shots: int, repeat: bool = False,
             out.extend(group)
     if short:
         log.warning(
-            "%d class(es) have fewer than %d images, so all of theirs are used (as CoOp does): %s",
-            len(short), num_shots, ", ".join(short[:10]) + (" ..." if len(short) > 10 else ""),
+            "%s%d class(es) have fewer than %d images, so all of theirs are used (as CoOp does): %s",
+            f"{what}: " if what else "", len(short), num_shots, ", ".join(short[:10]) + (" ..." if len(short) > 10 else ""),
         )
     return out
 
@@ -91,9 +95,12 @@ def load_or_sample_fewshot(
         log.info("Loading preprocessed few-shot data from %s", path)
         return subset
     log.info("Creating a %d-shot dataset", num_shots)
-    subset = {"train": sample_fewshot(train, num_shots)}
+    subset = {"train": sample_fewshot(train, num_shots, what=f"few-shot train draw ({num_shots} per class from the train split)")}
     if val is not None:
-        subset["val"] = sample_fewshot(val, min(num_shots, 4))
+        k_val = min(num_shots, 4)
+        subset["val"] = sample_fewshot(
+            val, k_val, what=f"few-shot val draw ({k_val} per class from the val split: CoOp draws min(shots, 4) for validation)"
+        )
     log.info("Saving preprocessed few-shot data to %s", path)
     atomic_write_json(
         path, {name: [[to_relative(d.impath, path_prefix), d.label, d.classname] for d in items] for name, items in subset.items()}

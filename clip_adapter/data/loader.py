@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.splits import DOCTOR
 from clip_adapter.errors import DatasetError
+from clip_adapter.utils import cap_workers
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def build_loader(
         ImageList(items, transform, seed_for),
         batch_size=batch_size,
         shuffle=shuffle,
-        num_workers=num_workers,
+        num_workers=cap_workers(num_workers),
         drop_last=drop_last,
         generator=generator,
         pin_memory=torch.cuda.is_available(),

@@ -2,12 +2,16 @@
 
 Paths are stored relative to the dataset's image folder so that one file works on every machine;
 the same reader serves every dataset.
+
+Provenance: CoOp publishes ``split_zhou_<Name>.json``; a split this project builds (when that file
+is missing) is saved as ``split_built_<Name>.json`` (``built_split_name``), never under CoOp's name,
+in the same layout plus a ``"_built"`` entry saying how it was made (CoOp's readers ignore it).
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from clip_adapter.data.datum import Datum
 from clip_adapter.errors import DatasetError
@@ -17,6 +21,42 @@ SPLIT_NAMES = ("train", "val", "test")
 DOCTOR = "python -m clip_adapter.data.doctor"
 # The generic pointer (used where the dataset is unknown, e.g. an image failing to decode).
 DOCTOR_HINT = f"run `{DOCTOR}` to diagnose"
+BUILT_PREFIX = "split_built_"
+BUILT_KEY = "_built"  # how a split built here was made: {"by", "procedure", "seed"}
+COOP = "coop"  # provenance "source": CoOp's published split file
+BUILT_HERE = "built here"  # ... made by this project (from the annotations, or a custom dataset's cut)
+GIVEN = "given"  # ... a custom dataset whose files give every split
+
+
+def built_split_name(dataset: str) -> str:
+    """The file a split built by this project is saved as: ``split_built_<Name>.json`` (never CoOp's name)."""
+    return f"{BUILT_PREFIX}{dataset}.json"
+
+
+def written_by_this_project(path: str) -> bool:
+    """Whether a split file has ``write_split``'s layout (2-space indent, an entry per line) rather than
+    the ``json.dump(indent=4)`` layout of CoOp's published files: how a split an earlier version of
+    this project built and saved under CoOp's name is told apart from CoOp's own."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return head.startswith(b'{\n  "')
+
+
+def provenance(path: Optional[str], source: str, procedure: str, seed: Optional[int]) -> Dict[str, Any]:
+    """What a run records about its split: file name, sha256, source (COOP, BUILT_HERE or GIVEN), procedure, seed."""
+    from clip_adapter.data.download import file_digest
+
+    exists = bool(path) and os.path.isfile(path)  # type: ignore[arg-type]
+    return {
+        "file": os.path.basename(path) if exists else None,  # type: ignore[arg-type]
+        "sha256": file_digest(path, "sha256") if exists else None,  # type: ignore[arg-type]
+        "source": source,
+        "procedure": procedure,
+        "seed": seed,
+    }
 
 
 def add_doctor_hint(message: str, command: str = DOCTOR) -> str:
@@ -36,6 +76,13 @@ def read_split(
     A split named in SPLIT_NAMES but not in ``required`` may be absent (an empty list then): a
     user's own split file may give train only (``clip_adapter.data.custom`` completes it).
     """
+    return read_split_with_meta(filepath, path_prefix, check_exists, required)[0]
+
+
+def read_split_with_meta(
+    filepath: str, path_prefix: str, check_exists: bool = True, required: Sequence[str] = SPLIT_NAMES
+) -> Tuple[Dict[str, List[Datum]], Dict[str, Any]]:
+    """``read_split`` plus the file's ``"_built"`` record ({} in CoOp's files), from one parse."""
     if not os.path.isfile(filepath):
         raise DatasetError(f"split file not found: {filepath}")
     try:
@@ -70,7 +117,8 @@ def read_split(
         out[name] = items
     if check_exists:
         check_images_exist(filepath, out)
-    return out
+    meta = raw.get(BUILT_KEY)
+    return out, (dict(meta) if isinstance(meta, dict) else {})
 
 
 def check_images_exist(source: str, splits: Dict[str, List[Datum]]) -> None:
@@ -87,13 +135,13 @@ def to_relative(impath: str, path_prefix: str) -> str:
     return rel.replace(os.sep, "/")
 
 
-def write_split(splits: Dict[str, List[Datum]], filepath: str, path_prefix: str) -> None:
+def write_split(splits: Dict[str, List[Datum]], filepath: str, path_prefix: str, built: Optional[Dict[str, Any]] = None) -> None:
     """Write a split file atomically in CoOp's layout (paths relative to ``path_prefix``).
 
     One entry per line: a readable diff, and a file a third the size of an indented dump
-    (ImageNet's 1.3M entries).
+    (ImageNet's 1.3M entries). ``built`` (how the split was made) goes first, as ``"_built"``.
     """
-    blocks = []
+    blocks = [f'  "{BUILT_KEY}": {json.dumps(built)}'] if built is not None else []
     for name in SPLIT_NAMES:
         rows = [json.dumps([to_relative(d.impath, path_prefix), d.label, d.classname]) for d in splits.get(name, [])]
         body = ("\n    " + ",\n    ".join(rows) + "\n  ") if rows else ""

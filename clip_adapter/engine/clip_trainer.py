@@ -74,6 +74,7 @@ class ClipTrainer(TrainerBase):
             batch_size=int(cfg.FEATURES.BATCH_SIZE),
             num_workers=int(cfg.DATALOADER.NUM_WORKERS),
             dim=self.clip_info.embed_dim,
+            seed_root=cfg.DATASET.ROOT,
         )
         # Every image-encoder pass of this trainer (cache fills and exact mode alike): counted and timed.
         self.encoder_stats = {"images": 0, "seconds": 0.0, "text_prompts": 0, "text_seconds": 0.0}
@@ -171,7 +172,7 @@ class ClipTrainer(TrainerBase):
         view v of an item cropped with the seed of (item, v); yields (fp32 CPU features, positions)."""
         seed_for = None
         if any(v is not None for v in views):
-            seed_for = ViewSeeds([d.impath for d in items], views)
+            seed_for = ViewSeeds([d.impath for d in items], views, self.cfg.DATASET.ROOT)
         workers = int(self.cfg.DATALOADER.NUM_WORKERS) if len(items) > batch_size else 0
         loader = build_loader(items, transform, batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
         for batch in loader:

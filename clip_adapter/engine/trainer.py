@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Dict, Iterable, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -24,6 +23,7 @@ from clip_adapter.engine.evaluator import classification_metrics, log_metrics
 from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
 from clip_adapter.errors import CheckpointError, ConfigError
+from clip_adapter.progress import progress
 from clip_adapter.utils import atomic_write_json, select_device
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class TrainerBase:
             )
         log.info("Training %s for epochs %d..%d", type(self).__name__, self.start_epoch + 1, max_epoch)
         t0 = time.time()
-        bar = tqdm(range(self.start_epoch, max_epoch), desc="Epochs", unit="ep", disable=max_epoch - self.start_epoch < 3)
+        bar = progress(range(self.start_epoch, max_epoch), desc="Epochs", unit="ep", min_total=3)
         for epoch in bar:
             self.epoch = epoch
             lr = lr_at_epoch(epoch, self.cfg.OPTIM)

@@ -6,13 +6,28 @@ name can sit at the ``end`` (as above), in the ``middle`` of the context or at t
 three layouts are one gather over the same ``[SOS | ctx | name . EOS pad]`` sequence, so the EOS
 position, which CLIP reads the text feature from, never moves.
 
-With ``ctx_init`` (e.g. ``"a photo of a"``) the context starts as that phrase's token embeddings, so
-before training the prompts *are* the hand-written template and the text features equal CLIP's
-zero-shot ones. The fixed token embeddings are non-persistent buffers: checkpoints hold only the
-context, as in CoOp.
+With ``ctx_init`` (e.g. ``"a photo of a"``) CoOp's rule applies exactly (its trainers/coop.py):
+
+* the number of context vectors is the number of *words*, ``len(ctx_init.split(" "))`` (after
+  ``_`` -> space), whatever N_CTX says;
+* they start as the token embeddings of the phrase's first that-many *tokens*, and the prompt is
+  tokenised from the whole phrase: ``[SOS] <phrase tokens> <class name> . [EOS]``, of which the
+  first n_ctx token positions are learned and the rest stay fixed. For a phrase whose words are
+  one token each ("a photo of a") that is the whole phrase; for one with a word of two BPE tokens
+  ("itap of a": it|ap|of|a) it is 3 vectors over "it ap of", and "a" stays a fixed token.
+  Either way, before training the prompts *are* the hand-written template and the text features
+  equal CLIP's zero-shot ones;
+* the context is one shared set even with CSC True (CoOp's class-specific branch is only taken
+  for random init); the one line logged at build says so.
+
+In the ``middle``/``front`` layouts the "class name" is the first ``len(tokens(name))`` tokens after
+the learned context, as in CoOp's loop, which with fixed leftover phrase tokens is not only the name;
+kept so a CTX_INIT run matches CoOp's. The fixed token embeddings are non-persistent buffers:
+checkpoints hold only the context, as in CoOp.
 """
 from __future__ import annotations
 
+import logging
 from typing import List, Sequence
 
 import torch
@@ -20,6 +35,8 @@ from torch import nn
 
 from clip_adapter.errors import ConfigError
 from clip_adapter.models.clip_loader import _clip
+
+log = logging.getLogger(__name__)
 
 POSITIONS = ("end", "middle", "front")
 
@@ -51,14 +68,16 @@ class PromptLearner(nn.Module):
         names = [c.replace("_", " ") for c in classnames]
         n_cls = len(names)
 
-        phrase = ctx_init.replace("_", " ").strip()
-        if phrase:
-            n_ctx = _token_count(phrase)
+        phrase = ctx_init.replace("_", " ")
+        if phrase.strip():
+            n_ctx = len(phrase.split(" "))  # CoOp: words, not tokens
             with torch.no_grad():
                 tokens = clip.tokenize(phrase, context_length=context_length).to(embed.weight.device)
                 init = embed(tokens)[0, 1 : 1 + n_ctx].detach().clone()
             if csc:
-                init = init.unsqueeze(0).repeat(n_cls, 1, 1)
+                log.warning("TRAINER.COOP.CSC True has no effect with TRAINER.COOP.CTX_INIT %r: one shared context is learned, "
+                            "as in CoOp (class-specific contexts need a random init, CTX_INIT \"\")", ctx_init)
+                csc = False
             prefix = phrase
         else:
             if n_ctx < 1:
