@@ -43,7 +43,7 @@ setup(
     extras_require={
         "test": ["pytest"],
         # What Dassl imports at run time (`train.py --engine dassl`, clip_adapter.dassl). Dassl itself is
-        # on no package index: install it from its git repository first (docs/readme_parts/dassl.md).
+        # on no package index: install it from its git repository first (docs/dassl.md).
         "dassl": ["yacs", "gdown", "tabulate", "tqdm", "scipy", "scikit-learn", "ftfy", "regex", "tensorboard", "wilds"],
     },
     entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.app.train:main"]},

@@ -210,7 +210,7 @@ def get_cfg_default() -> CN:
     _C.FEATURES.MODE = "cached"
     # Augmented views K stored per training image; epoch e trains on view e mod K (so K >= MAX_EPOCH
     # is the paper's fresh-crop-every-epoch loop). 7: the most views that keep the paper's sweep
-    # >= 50x cheaper than the reference loop (docs/readme_parts/feature_cache.md).
+    # >= 50x cheaper than the reference loop (docs/feature-cache.md).
     _C.FEATURES.TRAIN_VIEWS = 7
     # Cache folder ("" = the nearest "output" ancestor of OUTPUT_DIR + /feature_cache, see features.default_cache_dir).
     _C.FEATURES.CACHE_DIR = ""

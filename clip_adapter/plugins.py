@@ -63,7 +63,7 @@ def load_all(quiet: bool = False) -> PluginReport:
             report.failed.append(line)
             if not quiet:
                 print(f"warning: {line}", file=sys.stderr)
-            log.warning(line)
+            log.debug(line)  # not a warning: with no handler yet, logging would print the line a second time
             continue
         report.loaded.append(ep.name)
         folder = getattr(module, CONFIGS_ATTRIBUTE, None)

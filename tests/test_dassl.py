@@ -1,4 +1,4 @@
-"""The Dassl plugin mode against the real Dassl (the wheel in ../shared/wheels): registration,
+"""The Dassl plugin mode against the real Dassl (installed from its git repository): registration,
 ``train.py --engine dassl`` for every trainer, equivalence with the own engine, a CoOp-shaped checkout.
 
 Marked ``dassl``: skipped (with the reason) where Dassl is not installed; CI installs it and sets
@@ -28,7 +28,7 @@ from conftest import SMOKE_DS, trainer_cfg
 
 dassl_only = pytest.mark.skipif(
     importlib.util.find_spec("dassl") is None,
-    reason="Dassl is not installed (docs/readme_parts/dassl.md says how; CI installs it from ../shared/wheels)",
+    reason="Dassl is not installed (docs/dassl.md says how; CI installs it)",
 )
 DASSL_ACCURACY = re.compile(r"^\* accuracy: (\d+\.\d)%$", re.M)  # Dassl's evaluator prints one decimal
 CLIP_STATS = ["INPUT.PIXEL_MEAN", "[0.48145466, 0.4578275, 0.40821073]", "INPUT.PIXEL_STD", "[0.26862954, 0.26130258, 0.27577711]"]
