@@ -391,7 +391,7 @@ def test_scripts_run_the_example_config_on_each_layout(tmp_path, layout):
 
 
 def test_results_tool_tells_custom_datasets_apart_by_their_config(tmp_path):
-    from clip_adapter.results import load_runs, render_tables
+    from clip_adapter.app.results import load_runs, render_tables
 
     for name, acc in (("birds", 50.0), ("cars", 60.0)):
         folder = tmp_path / name / "seed1"

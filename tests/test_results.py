@@ -1,4 +1,4 @@
-"""clip_adapter.results: tables and plots from results.json trees (written here with known numbers).
+"""clip_adapter.app.results: tables and plots from results.json trees (written here with known numbers).
 
 Expected values are computed in the test from the numbers it wrote (plain arithmetic, population
 std as CoOp's parser), never by calling the code under test.
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from clip_adapter import results as R
+import clip_adapter.app.results as R
+from clip_adapter.app.results import variants as V
+from clip_adapter.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +102,7 @@ def tree(tmp_path):
 
 
 def run_cli(*args):
-    proc = subprocess.run([sys.executable, "-m", "clip_adapter.results", *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-m", "clip_adapter.app.results", *map(str, args)], capture_output=True, text=True, cwd=REPO)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -215,21 +217,21 @@ def test_published_file_carries_the_reference_figures():
 
 def test_variant_suffix_is_stable_and_coop_style():
     coop = ["TRAINER.COOP.N_CTX", "16", "TRAINER.COOP.CSC", "False", "TRAINER.COOP.CLASS_TOKEN_POSITION", "end"]
-    assert R.variant_suffix(coop) == "nctx16_cscFalse_ctpend"  # CoOp's own folder name
+    assert V.variant_suffix(coop) == "nctx16_cscFalse_ctpend"  # CoOp's own folder name
     reordered = coop[2:] + coop[:2]
-    assert R.variant_suffix(reordered) == R.variant_suffix(coop)
-    assert R.variant_suffix(["TRAINER.CLIP_ADAPTER.RATIO", "0.6"]) == "ratio0.6"
-    assert R.variant_suffix(["DATASET.NUM_SHOTS", "4", "FEATURES.CACHE_DIR", "/x"]) == ""  # script-set and neutral keys
-    assert R.variant_suffix(["TRAINER.COOP.CTX_INIT", "a photo of a"]) == "ctxinita_photo_of_a"
+    assert V.variant_suffix(reordered) == V.variant_suffix(coop)
+    assert V.variant_suffix(["TRAINER.CLIP_ADAPTER.RATIO", "0.6"]) == "ratio0.6"
+    assert V.variant_suffix(["DATASET.NUM_SHOTS", "4", "FEATURES.CACHE_DIR", "/x"]) == ""  # script-set and neutral keys
+    assert V.variant_suffix(["TRAINER.COOP.CTX_INIT", "a photo of a"]) == "ctxinita_photo_of_a"
     # same short name from two keys, or too long: a hash, still stable
     clash = ["TRAINER.COOP.PREC", "fp32", "TRAINER.COCOOP.PREC", "fp16"]
-    h = R.variant_suffix(clash)
-    assert h.startswith("opts-") and h == R.variant_suffix(clash[2:] + clash[:2])
-    assert h != R.variant_suffix(["TRAINER.COOP.PREC", "fp16", "TRAINER.COCOOP.PREC", "fp32"])
-    with pytest.raises(R.UserError, match="NUM_SHOTS"):
-        R.variant_suffix(["DATASET.NUM_SHOTS", "4"], forbid_script_keys=True)
-    with pytest.raises(R.UserError, match="odd number"):
-        R.variant_suffix(["OPTIM.LR"])
+    h = V.variant_suffix(clash)
+    assert h.startswith("opts-") and h == V.variant_suffix(clash[2:] + clash[:2])
+    assert h != V.variant_suffix(["TRAINER.COOP.PREC", "fp16", "TRAINER.COCOOP.PREC", "fp32"])
+    with pytest.raises(UserError, match="NUM_SHOTS"):
+        V.variant_suffix(["DATASET.NUM_SHOTS", "4"], forbid_script_keys=True)
+    with pytest.raises(UserError, match="odd number"):
+        V.variant_suffix(["OPTIM.LR"])
 
 
 def test_plot_writes_a_png_atomically(tree, tmp_path):
@@ -299,7 +301,7 @@ def test_duplicate_seed_runs_that_disagree_are_reported(tmp_path):
 
 
 def test_results_does_not_import_torch_or_the_engine():
-    code = "import sys, clip_adapter.results; bad = [m for m in sys.modules if m == 'torch' or m.startswith(('clip_adapter.engine', 'clip_adapter.trainers'))]; print(bad)"
+    code = "import sys, clip_adapter.app.results; bad = [m for m in sys.modules if m == 'torch' or m.startswith(('clip_adapter.engine', 'clip_adapter.trainers'))]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
@@ -307,7 +309,7 @@ def test_results_does_not_import_torch_or_the_engine():
 def test_dassl_engine_runs_are_their_own_row(tmp_path):
     import json as _json
 
-    from clip_adapter.results import load_runs
+    from clip_adapter.app.results import load_runs
 
     for engine, acc in (("own", 50.0), ("dassl", 70.0)):
         d = tmp_path / engine / "seed1"
