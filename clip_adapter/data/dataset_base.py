@@ -14,7 +14,7 @@ from typing import Dict, List
 from clip_adapter.data.build import drop_unreadable
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import load_or_sample_fewshot
-from clip_adapter.data.splits import add_doctor_hint, check_images_exist, read_split, write_split
+from clip_adapter.data.splits import DOCTOR, add_doctor_hint, check_images_exist, read_split, write_split
 from clip_adapter.data.subsample import subsample_classes
 from clip_adapter.data.templates import get_templates
 from clip_adapter.errors import DatasetError
@@ -131,7 +131,7 @@ class DatasetBase:
     def doctor_command(self) -> str:
         """The doctor command that checks this dataset (printed with every dataset error)."""
         root = getattr(self, "root", "") or os.path.abspath(os.path.expanduser(self.cfg.DATASET.ROOT or "")) or "$DATA"
-        return f"python -m clip_adapter.data.doctor {type(self).__name__} --root {shlex.quote(root)}"
+        return f"{DOCTOR} {type(self).__name__} --root {shlex.quote(root)}"
 
     def prepare(self) -> None:
         """Make sure the files are there (downloading first when DATASET.DOWNLOAD), else fail naming the path."""

@@ -139,7 +139,7 @@ def attach(tables: Sequence[Table], figs: Figures) -> None:
                 if row.lead == [HM_OF_AVERAGES]:
                     row.cells["Base"].published = figs.published_of(fig, fig["base"])
                     row.cells["New"].published = figs.published_of(fig, fig["new"])
-                mine = "hm_of_averages" if row.lead == [HM_OF_AVERAGES] else "mean_of_dataset_hms"
+                mine = {HM_OF_AVERAGES: "hm_of_averages", MEAN_OF_HMS: "mean_of_dataset_hms"}[row.lead[0]]
                 if fig["hm_definition"] == mine:  # an HM is only compared with one computed the same way
                     row.cells["HM"].published = figs.published_of(fig, fig["hm"])
 
