@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
 
@@ -17,7 +16,6 @@ from clip_adapter.app.results.runs import RESULTS_FILE, load_runs, without_offli
 from clip_adapter.errors import UserError
 from clip_adapter.utils import atomic_write_text
 
-log = logging.getLogger(__name__)
 PROG = "python -m clip_adapter.app.results"
 
 
@@ -70,25 +68,24 @@ def run(args: argparse.Namespace) -> int:
         head = f"{len(runs)} finished runs under {args.output_dir}" + (f" ({note})" if note else "")
         text = ("% " if fmt.startswith("latex") else "") + head + "\n\n" + text
     for line in problems + more:
-        log.warning("warning: %s", line)
+        print(f"warning: {line}", file=sys.stderr)
     if args.out:
         atomic_write_text(args.out, text)
-        log.info("Wrote %s", args.out)
+        print(f"Wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
     if args.plot:
         plot_fewshot(runs, args.plot, args.published, args.published_file)
-        log.info("Wrote %s", args.plot)
+        print(f"Wrote {args.plot}", file=sys.stderr)
     if args.plot_ablation:
         plot_ablation(runs, args.plot_ablation)
-        log.info("Wrote %s", args.plot_ablation)
+        print(f"Wrote {args.plot_ablation}", file=sys.stderr)
     return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return run(args)
     except UserError as exc:

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import clip_adapter
 from clip_adapter.app.results.build import BASE2NEW, CROSS, FEWSHOT, HM_OF_AVERAGES, MEAN_OF_HMS, SHIFT
-from clip_adapter.app.results.labels import PUBLISHED_TEST_NOTE, TEST_MARK, labeller, shots_name
+from clip_adapter.app.results.labels import PUBLISHED_TEST_NOTE, TEST_MARK, shots_name
 from clip_adapter.app.results.model import BENCHMARK, Cell, Column, Published, Row, Table
 from clip_adapter.app.results.runs import PROTOCOLS, Method
 from clip_adapter.errors import UserError
@@ -172,17 +172,16 @@ def _only_row(m: Method, what: str, pub: Published) -> Row:
 def _finish(table: Table, figs: Figures, empty: str) -> Table:
     """Source citations, the figures' own notes and the † footnote under a comparison table."""
     if not table.rows:
-        return Table("published", "", [], notes=[empty])
+        return Table("published", "", [], notes=[empty] + table.notes)
     used: "OrderedDict[str, None]" = OrderedDict()
     notes: "OrderedDict[str, None]" = OrderedDict()
     test = False
-    label = labeller(r.method for r in table.rows)
     for row in table.rows:
         pub = row.cells["Published"].published
         if pub.source:
             used[pub.source] = None
         if pub.note:
-            notes[f"{label(row.method)} ({pub.source}): {pub.note}"] = None
+            notes[f"{row.method.name} ({pub.source}): {pub.note}"] = None
         test = test or pub.selection == "test"
     for sid in used:
         src = figs.sources[sid]
