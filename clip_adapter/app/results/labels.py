@@ -18,6 +18,7 @@ FOOTNOTES = {
 PUBLISHED_TEST_NOTE = "hyperparameters chosen on the test split by the published source (optimistic)"
 PROTOCOL_NAMES = {"fewshot_val": "few-shot val", "full_val": "full val", "none": "none", "test": "test", "": ""}
 OFFLINE = "offline check"
+PUBLISHED_ONLY = "published only"  # a reference row: a published figure of a method not run here
 
 
 def label_of(m: Method, show_backbone: bool = False) -> str:

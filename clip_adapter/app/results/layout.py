@@ -10,7 +10,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List
 
-from clip_adapter.app.results.labels import (EXPECTED_SEEDS, FOOTNOTES, PROTOCOL_NAMES, differ, fmt_cell, labeller, marks)
+from clip_adapter.app.results.labels import (EXPECTED_SEEDS, FOOTNOTES, PROTOCOL_NAMES, PUBLISHED_ONLY, differ, fmt_cell, labeller,
+                                             marks)
 from clip_adapter.app.results.model import Row, Table
 
 
@@ -25,8 +26,8 @@ class Grid:
 
 
 def grid(t: Table, expected: int = EXPECTED_SEEDS) -> Grid:
-    methods = [r.method for r in t.rows if r.method is not None]
-    label = labeller(methods)
+    label = labeller(r.method for r in t.rows if r.method is not None)
+    methods = [r.method for r in t.rows if r.method is not None and r.note != PUBLISHED_ONLY]  # measured rows
     presets = differ(methods, "preset")
     selection = differ(methods, "protocol")
     used: "OrderedDict[str, None]" = OrderedDict()
@@ -42,10 +43,11 @@ def grid(t: Table, expected: int = EXPECTED_SEEDS) -> Grid:
         line = []
         if t.method_column:
             line.append(_label(row, label, used))
+        reference = row.note == PUBLISHED_ONLY
         if presets:
-            line.append(row.method.preset or "?")
+            line.append("" if reference else row.method.preset or "?")
         if selection:
-            line.append(PROTOCOL_NAMES.get(row.method.protocol, row.method.protocol))
+            line.append("" if reference else PROTOCOL_NAMES.get(row.method.protocol, row.method.protocol))
         line += row.lead + [fmt_cell(row.cells.get(c.header), expected) for c in t.columns]
         body.append(line)
     notes = list(t.notes)

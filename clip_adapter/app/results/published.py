@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import clip_adapter
 from clip_adapter.app.results.build import BASE2NEW, CROSS, FEWSHOT, HM_OF_AVERAGES, MEAN_OF_HMS, SHIFT
-from clip_adapter.app.results.labels import PUBLISHED_TEST_NOTE, TEST_MARK, shots_name
+from clip_adapter.app.results.labels import PUBLISHED_ONLY, PUBLISHED_TEST_NOTE, TEST_MARK, shots_name
 from clip_adapter.app.results.model import BENCHMARK, Cell, Column, Published, Row, Table
 from clip_adapter.app.results.runs import PROTOCOLS, Method
 from clip_adapter.errors import UserError
@@ -26,7 +26,6 @@ PUBLISHED_FILE = os.path.join(os.path.dirname(os.path.abspath(clip_adapter.__fil
 HOW = ("", "computed", "quoted", "secondary")
 HM_DEFINITIONS = {"hm_of_averages": "HM of averaged base and new", "mean_of_dataset_hms": "mean of per-dataset HMs"}
 AVERAGE = "Average"  # an 11-dataset average figure
-PUBLISHED_ONLY = "published only"
 
 
 # ---------------------------------------------------------------- reading
