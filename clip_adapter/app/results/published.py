@@ -132,6 +132,7 @@ def attach(tables: Sequence[Table], figs: Figures) -> None:
             for row in t.rows:
                 if row.dataset != "Average":
                     continue
+                # Base-to-novel is CoCoOp's 16-shot protocol: the published figures are all 16-shot.
                 fig = figs.figure(BASE2NEW, row.method.trainer, AVERAGE, row.method.backbone, 16)
                 if fig is None:
                     continue
@@ -197,13 +198,11 @@ def comparison(t: Table, figs: Figures) -> Optional[Table]:
         title = f"Published vs ours, {shots_name(t.shots)} (Δ = ours − published)"
         empty = f"(no published figures for these methods/backbones at {shots_name(t.shots)})"
         columns = t.datasets + (["Average"] if len(t.datasets) > 1 else [])
-        setting, kind_words = FEWSHOT, ""
     elif t.kind in (SHIFT, CROSS):
         kind_words = "distribution shift" if t.kind == SHIFT else "cross-dataset transfer"
         title = f"Published vs ours, {kind_words} from {t.source} (Δ = ours − published)"
         empty = f"(no published {kind_words} figures for these methods/backbones with source {t.source})"
         columns = [f"{t.source} (source)"] + t.datasets + ["Average (targets)"]
-        setting = t.kind
     elif t.kind == BASE2NEW:
         return _base2new_comparison(t, figs)
     else:
@@ -219,7 +218,7 @@ def comparison(t: Table, figs: Figures) -> Optional[Table]:
             if c == "Average" and pub.source:
                 what = "Average (11 datasets)"
             out.rows.append(_compare_row(row.method, what, cell, pub, row.note))
-    if setting == FEWSHOT and len(t.datasets) > 1:
+    if t.kind == FEWSHOT and len(t.datasets) > 1:
         measured = {r.method.trainer for r in t.rows}
         backbones = sorted({r.method.backbone for r in t.rows})
         others = figs.others(FEWSHOT, backbones, t.shots, sorted(measured))
