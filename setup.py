@@ -17,6 +17,8 @@ setup(
         "clip_adapter.models",
         "clip_adapter.dassl",
         "clip_adapter.app",
+        "clip_adapter.app.doctor",
+        "clip_adapter.app.results",
         "clip_adapter.trainers",
         "clip_adapter.datasets",
     ],

@@ -7,7 +7,7 @@
 #   bash scripts/ablation.sh imagenet rn50 16 TRAINER.CLIP_ADAPTER.REDUCTION 2,4,8,16,32
 #   bash scripts/ablation.sh eurosat rn50 16 TRAINER.CLIP_ADAPTER.TYPE visual,text,both
 # Every run shares the frozen-feature cache, so the sweep encodes each image (and view) once:
-# the first run of each seed fills the cache, the others read it. `python -m clip_adapter.results`
+# the first run of each seed fills the cache, the others read it. `python -m clip_adapter.app.results`
 # prints one table per swept key (rows: values, columns: datasets) and --plot-ablation draws it.
 # Env: DATA, OUTPUT, SEEDS (default "1 2 3"). Accepts the sweep options (--launcher, --jobs, SLURM
 # options; see scripts/common.sh): the runs share the cache safely (it is file-locked).

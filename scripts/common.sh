@@ -90,13 +90,13 @@ require_data() {
 }
 
 # variant_suffix KEY VALUE ...: the folder level for extra opts (empty when there are none).
-# The naming lives in clip_adapter/results.py so the tables label rows the same way.
+# The naming lives in clip_adapter/app/results/variants.py so the tables label rows the same way.
 variant_suffix() {
   if [[ $# -eq 0 ]]; then
     echo ""
     return 0
   fi
-  "$PYTHON" -c 'import sys; from clip_adapter.results import suffix_cli; sys.exit(suffix_cli(sys.argv[1:]))' "$@"
+  "$PYTHON" -c 'import sys; from clip_adapter.app.results.variants import suffix_cli; sys.exit(suffix_cli(sys.argv[1:]))' "$@"
 }
 
 # ------------------------------------------------------------------------------------- sweeps

@@ -41,4 +41,4 @@ for D in smoke_gray smoke_subset smoke_other; do
 done
 step "ablation: CLIP-Adapter RATIO 0, 0.5 (4 shots, seed 1)" env SEEDS=1 bash scripts/ablation.sh smoke tiny 4 TRAINER.CLIP_ADAPTER.RATIO 0,0.5
 echo
-"${PYTHON:-python}" -m clip_adapter.results "$OUTPUT" --plot "$OUTPUT/fewshot_curves.png" --plot-ablation "$OUTPUT/ablation.png"
+"${PYTHON:-python}" -m clip_adapter.app.results "$OUTPUT" --include-offline-checks --plot "$OUTPUT/fewshot_curves.png" --plot-ablation "$OUTPUT/ablation.png"

@@ -255,6 +255,7 @@ sweep_end || FAILED+=("runs of the sweep (listed above with their logs)")
 N_SEEDS="$(echo $SEED_LIST | wc -w)"
 TABLE_ARGS=(--expected-seeds "$N_SEEDS" --out "$OUTPUT/tables.md" ${PUBLISHED[@]+"${PUBLISHED[@]}"})
 [[ $DO_ABLATION == 1 ]] && TABLE_ARGS+=(--plot-ablation "$OUTPUT/ablation.png")
+[[ "$CFG" == tiny || " $DATASETS " == *" smoke"* ]] && TABLE_ARGS+=(--include-offline-checks)  # offline checks: shown, labelled
 if [[ $DO_FEWSHOT == 1 ]]; then
   for T in $TRAINERS; do
     is_training_free "$T" || { TABLE_ARGS+=(--plot "$OUTPUT/fewshot_curves.png"); break; }
@@ -263,11 +264,11 @@ fi
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   echo "dry run: no tables"
 elif [[ "$SWEEP_INCOMPLETE" == 1 ]]; then
-  echo "not every run is finished yet: once they are (check with the same command plus --status), make the tables with: $PYTHON -m clip_adapter.results $OUTPUT"
-elif "$PYTHON" -m clip_adapter.results "$OUTPUT" "${TABLE_ARGS[@]}"; then
+  echo "not every run is finished yet: once they are (check with the same command plus --status), make the tables with: $PYTHON -m clip_adapter.app.results $OUTPUT"
+elif "$PYTHON" -m clip_adapter.app.results "$OUTPUT" "${TABLE_ARGS[@]}"; then
   cat "$OUTPUT/tables.md"
 else
-  FAILED+=("tables (python -m clip_adapter.results $OUTPUT)")
+  FAILED+=("tables (python -m clip_adapter.app.results $OUTPUT)")
 fi
 
 if [[ ${#FAILED[@]} -gt 0 ]]; then

@@ -40,7 +40,7 @@ def layer_of(module: str) -> str:
     if len(parts) == 1 or parts[1] in ("config", "registry", "errors", "utils", "progress", "published"):
         return "base"
     name = parts[1]
-    if name in ("results", "sweep") or module == "clip_adapter.data.doctor":  # TODO(merge): CLIs moving into clip_adapter/app
+    if name == "sweep":  # TODO(merge): moving into clip_adapter/app
         return "app"
     if name in ("app", "dassl", "engine", "features", "backbones", "models", "data", "trainers", "datasets", "plugins"):
         return name

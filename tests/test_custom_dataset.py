@@ -230,7 +230,7 @@ def test_a_changed_tree_makes_the_stored_split_stale_and_says_so(tmp_path):
         build(tmp_path, PATH="pets")
     msg = str(err.value)
     assert "no longer matches" in msg and "1 image(s) new or relabelled since it was made" in msg and "delete it to make a new one" in msg
-    assert "python -m clip_adapter.data.doctor Custom --root" in msg and "DATASET.CUSTOM.PATH" in msg
+    assert "python -m clip_adapter.app.doctor Custom --root" in msg and "DATASET.CUSTOM.PATH" in msg
 
 
 @pytest.mark.parametrize(
@@ -270,7 +270,7 @@ def test_bad_input_is_one_line_naming_the_fix(tmp_path, setup, custom, error, ne
         build(tmp_path, **custom)
     assert needle in str(err.value) and "\n" not in str(err.value)
     if error is DatasetError:
-        assert "clip_adapter.data.doctor Custom" in str(err.value)
+        assert "clip_adapter.app.doctor Custom" in str(err.value)
 
 
 def test_bad_template_is_refused_when_the_classifier_is_built(tmp_path):
@@ -397,7 +397,7 @@ def test_scripts_run_the_example_config_on_each_layout(tmp_path, layout):
 
 
 def test_results_tool_tells_custom_datasets_apart_by_their_config(tmp_path):
-    from clip_adapter.results import load_runs, render_tables
+    from clip_adapter.app.results import load_runs, render_tables
 
     for name, acc in (("birds", 50.0), ("cars", 60.0)):
         folder = tmp_path / name / "seed1"

@@ -369,7 +369,7 @@ def test_unreadable_images_are_all_named_before_anything_trains(tmp_path, run_tr
     rc = run_train(out, "CLIP_Adapter", "OPTIM.MAX_EPOCH", "2", shots=2, root=str(root))
     err = capsys.readouterr().err
     assert rc == 2 and "3 of the" in err and "images this run reads are unreadable" in err and "val 1, test 2" in err
-    assert all(v in err for v in victims) and "DATASET.SKIP_BAD_IMAGES True" in err and "clip_adapter.data.doctor Smoke" in err
+    assert all(v in err for v in victims) and "DATASET.SKIP_BAD_IMAGES True" in err and "clip_adapter.app.doctor Smoke" in err
     assert not (out / "clip_adapter").exists() and not (out / "results.json").exists()  # nothing trained
     # the quick check does not flag good files, whatever their format: only the cut ones
     assert find_unreadable(sorted(str(p) for p in (root / "smoke" / "images").rglob("*.png")), quick=True) == sorted(victims)

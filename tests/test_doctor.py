@@ -17,7 +17,7 @@ import pytest
 
 import clip_adapter.datasets  # noqa: F401  (registers the datasets)
 from clip_adapter.config import get_cfg_default
-from clip_adapter.data import doctor
+from clip_adapter.app import doctor
 from clip_adapter.errors import DatasetError
 from clip_adapter.registry import DATASETS
 from fake_datasets import BUILDERS, WNIDS, class_folders, image, imagenet_classnames
@@ -125,7 +125,7 @@ def test_each_problem_is_reported_with_its_fix(broken, capsys):
     assert row(out, "ImageNet")[1] == "incomplete"
     val = root / "imagenet" / "images" / "val"
     assert f"{val} is flat (15 images, no class folders)" in out
-    assert f"python -m clip_adapter.data.doctor --sort-imagenet-val {val} --devkit /path/to/ILSVRC2012_devkit_t12.tar.gz" in out
+    assert f"python -m clip_adapter.app.doctor --sort-imagenet-val {val} --devkit /path/to/ILSVRC2012_devkit_t12.tar.gz" in out
     assert "holds 1 unextracted class archive(s), e.g. n01530575.tar" in out and 'tar -xf "$f" -C "$d"' in out
 
     # missing images: counts against the split file, first paths, what to do
@@ -176,11 +176,11 @@ def test_a_split_built_here_is_reported_as_such(tmp_path, capsys):
 def test_flat_imagenet_val_is_sorted_by_the_printed_command(broken, capsys, tmp_path):
     root, base = broken["root"], broken["base"]
     val = base / "images" / "val"
-    with pytest.raises(DatasetError, match="no class folders found in .*val.*clip_adapter.data.doctor ImageNet --root"):
+    with pytest.raises(DatasetError, match="no class folders found in .*val.*clip_adapter.app.doctor ImageNet --root"):
         build(root, "ImageNet")
     kit = devkit(base / "ILSVRC2012_devkit_t12.tar.gz", broken["truth"])
     rc, out, _ = run_doctor(capsys, "imagenet", "--root", root, "--cache-dir", "")
-    command = f"python -m clip_adapter.data.doctor --sort-imagenet-val {val} --devkit {kit}"
+    command = f"python -m clip_adapter.app.doctor --sort-imagenet-val {val} --devkit {kit}"
     assert rc == 1 and command in out  # the devkit next to the data is found and named
 
     rc, out, _ = run_doctor(capsys, *command.split()[3:])
@@ -254,7 +254,7 @@ def test_custom_dataset_by_yaml_and_every_run_error_points_here(tmp_path, capsys
         random.seed(1)
         DATASETS.get("Custom")(cfg)
     hint = str(err.value).split("`")[-2]  # the run's error ends with the doctor command for this dataset
-    assert hint.startswith("python -m clip_adapter.data.doctor Custom --root")
+    assert hint.startswith("python -m clip_adapter.app.doctor Custom --root")
     rc, out, _ = run_doctor(capsys, *hint.split()[3:], "--cache-dir", "")
     assert rc == 1 and row(out, "Custom")[1] == "broken"  # by class name: no config name to show
     assert "no longer matches" in out and "1 image(s) gone or relabelled since it was made" in out

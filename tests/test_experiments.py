@@ -173,7 +173,7 @@ def offline(tmp_path_factory, data_root):
     for name, *args in steps:
         proc = bash(name, *args, env={**env, "SEEDS": " ".join(map(str, SEEDS))} if name == "ablation.sh" else env, cwd=cwd)
         assert proc.returncode == 0, f"{name} {args}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-    tables = subprocess.run([sys.executable, "-m", "clip_adapter.results", str(out), "--expected-seeds", "2",
+    tables = subprocess.run([sys.executable, "-m", "clip_adapter.app.results", str(out), "--expected-seeds", "2", "--include-offline-checks",
                              "--plot-ablation", str(out / "ablation.png")], capture_output=True, text=True)
     assert tables.returncode == 0, tables.stderr
     return {"out": out, "found": results_under(out), "tables": tables.stdout}
@@ -285,7 +285,7 @@ SHIFTED = {"ImageNetV2": [55.0, 55.9, 56.1], "ImageNetSketch": [35.2, 36.0, 35.5
 
 
 def test_distribution_shift_table_with_published_figures(tmp_path):
-    from clip_adapter import results as R
+    import clip_adapter.app.results as R
 
     root = tmp_path / "output"
     for s, acc in enumerate(IN_SOURCE, 1):
@@ -317,7 +317,7 @@ def test_distribution_shift_table_with_published_figures(tmp_path):
 
 
 def test_ablation_rows_are_values_in_order_and_equal_spellings_merge(tmp_path):
-    from clip_adapter import results as R
+    import clip_adapter.app.results as R
 
     root = tmp_path / "output"
     key = "TRAINER.CLIP_ADAPTER.TYPE"
@@ -352,6 +352,6 @@ def test_ablation_rows_are_values_in_order_and_equal_spellings_merge(tmp_path):
 
 def test_plot_ablation_without_ablation_runs_is_a_clear_error(tmp_path):
     write(tmp_path / "output", "x/seed1", trainer="CLIP_Adapter", dataset="Caltech101", accuracy=90.0, seed=1)
-    rc = subprocess.run([sys.executable, "-m", "clip_adapter.results", str(tmp_path / "output"), "--plot-ablation", str(tmp_path / "a.png")],
+    rc = subprocess.run([sys.executable, "-m", "clip_adapter.app.results", str(tmp_path / "output"), "--plot-ablation", str(tmp_path / "a.png")],
                         capture_output=True, text=True)
     assert rc.returncode == 2 and "no ablation runs were found" in rc.stderr and not (tmp_path / "a.png").exists()

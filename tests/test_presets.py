@@ -120,7 +120,7 @@ def _record(folder, preset, seed, accuracy):
 
 
 def test_results_tool_shows_a_preset_column_only_when_runs_differ(tmp_path):
-    from clip_adapter.results import load_runs, render_csv, render_tables
+    from clip_adapter.app.results import load_runs, render_csv, render_tables
 
     for seed in (1, 2, 3):
         _record(tmp_path / "a" / f"seed{seed}", "clip", seed, 80.0 + seed)

@@ -74,7 +74,7 @@ def test_the_loader_builds_with_the_cap(monkeypatch):
         assert utils.usable_cpus() == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize("name", ["engine/trainer.py", "features.py", "data/build.py", "data/doctor.py", "data/download.py"])
+@pytest.mark.parametrize("name", ["engine/trainer.py", "features.py", "data/build.py", "app/doctor/imagenet_val.py", "data/download.py"])
 def test_tqdm_only_through_the_helper(name):
     """Every loop that showed a tqdm bar now goes through clip_adapter.progress (sweep.py has its own tty-only bar)."""
     src = open(os.path.join(os.path.dirname(utils.__file__), name), encoding="utf-8").read()

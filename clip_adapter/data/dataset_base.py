@@ -17,6 +17,7 @@ from clip_adapter.data.datum import Datum
 from clip_adapter.data.fewshot import load_or_sample_fewshot
 from clip_adapter.data.splits import (
     BUILT_HERE,
+    DOCTOR,
     COOP,
     add_doctor_hint,
     built_split_name,
@@ -156,7 +157,7 @@ class DatasetBase:
     def doctor_command(self) -> str:
         """The doctor command that checks this dataset (printed with every dataset error)."""
         root = getattr(self, "root", "") or os.path.abspath(os.path.expanduser(self.cfg.DATASET.ROOT or "")) or "$DATA"
-        return f"python -m clip_adapter.data.doctor {type(self).__name__} --root {shlex.quote(root)}"
+        return f"{DOCTOR} {type(self).__name__} --root {shlex.quote(root)}"
 
     def prepare(self) -> None:
         """Make sure the files are there (downloading first when DATASET.DOWNLOAD), else fail naming the path."""

@@ -18,7 +18,7 @@ from clip_adapter.errors import DatasetError
 from clip_adapter.utils import atomic_write_text
 
 SPLIT_NAMES = ("train", "val", "test")
-DOCTOR = "python -m clip_adapter.data.doctor"
+DOCTOR = "python -m clip_adapter.app.doctor"  # an app tool: the data layer only prints its command
 # The generic pointer (used where the dataset is unknown, e.g. an image failing to decode).
 DOCTOR_HINT = f"run `{DOCTOR}` to diagnose"
 BUILT_PREFIX = "split_built_"
