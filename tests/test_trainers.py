@@ -132,7 +132,7 @@ def test_coop_amp_step_scales_and_updates_the_context(data_root, tmp_path):
 
 def _write_clip(path, **arch):
     """A small clip.model.CLIP of a given shape, saved as a state dict that clip.load accepts."""
-    from clip_adapter.models.clip_loader import _clip
+    from clip_adapter.backbones.openai import _clip
 
     base = dict(context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1)
     torch.manual_seed(0)
