@@ -353,17 +353,34 @@ def plan(spec: BackboneSpec) -> _Plan:
     return _Plan(name, path, BackboneIdentity(family, name, short_sha(sha), sha, path), _agreed_preprocess(name), name)
 
 
-def _wrong_arch(path: str, arch: str, exc: BaseException) -> Optional[WeightsError]:
-    """The one line for a state dict that does not fit the architecture (load_state_dict's strict errors)."""
-    text = str(exc)
-    if not any(k in text for k in ("size mismatch", "Missing key", "Unexpected key")):
+def _wrong_arch(path: str, arch: str, model_name: str) -> Optional[WeightsError]:
+    """The one line for a readable state dict that does not fit the architecture (None: it fits, so
+    something else is wrong). Only on the error path: builds the architecture without weights to compare."""
+    oc = _oc()
+    try:
+        with warnings.catch_warnings(), _quiet_open_clip(logging.ERROR):
+            warnings.simplefilter("ignore")
+            state = oc.factory.load_state_dict(path)
+            expected = oc.create_model(model_name, load_weights=False).state_dict()
+    except Exception:  # noqa: BLE001 - unreadable: not an architecture question
         return None
-    first = next((ln.strip() for ln in text.splitlines() if "size mismatch" in ln or "key" in ln.lower() and ":" in ln), "")
-    first = re.sub(r"\s+", " ", first)[:160]
+    if "positional_embedding" in state and "positional_embedding" not in expected:  # as open_clip's load_checkpoint
+        state = oc.model.convert_to_custom_text_state_dict(state)
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in state and k != "logit_bias"]
+    extra = [k for k in state if k not in expected]
+    if shapes:
+        k = shapes[0]
+        detail = f"{k} is {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} in {arch}"
+    elif missing or extra:
+        detail = (f"the file lacks {len(missing)} of its tensors, e.g. {missing[0]}" if missing
+                  else f"the file has {len(extra)} tensors it does not, e.g. {extra[0]}")
+    else:
+        return None
     other = _other_arch(file_sha256(path))
     fix = (f"the file holds open_clip's {other[0]} {other[1]}: set MODEL.BACKBONE.NAME {other[0]}" if other else
            "set MODEL.BACKBONE.NAME to the file's architecture or pass the right file")
-    return WeightsError(f"weights file {path} does not fit open_clip's {arch} ({first}); {fix}")
+    return WeightsError(f"weights file {path} does not fit open_clip's {arch} ({detail}); {fix}")
 
 
 class OpenClipBackbone(Backbone):
@@ -394,7 +411,8 @@ class OpenClipBackbone(Backbone):
         except ImportError as exc:
             raise ConfigError(f"{spec.name} needs the Python package {exc.name or exc}: pip install {exc.name or 'it'}") from None
         except Exception as exc:  # noqa: BLE001 - any failure to read the file is the file's problem
-            raise (_wrong_arch(path, spec.name, exc) or load_failure(path, f"open_clip's {spec.name}", exc, fix)) from None
+            wrong = _wrong_arch(path, spec.name, p.model_name) if path else None
+            raise (wrong or load_failure(path or p.model_name, f"open_clip's {spec.name}", exc, fix)) from None
         pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
         tokenizer = cls._tokenizer(p.tokenizer_name or p.model_name, spec.name)
         bias = getattr(model, "logit_bias", None)
