@@ -17,6 +17,7 @@ setup(
         "clip_adapter.models",
         "clip_adapter.dassl",
         "clip_adapter.app",
+        "clip_adapter.backbones",
         "clip_adapter.trainers",
         "clip_adapter.datasets",
     ],
@@ -28,6 +29,7 @@ setup(
         "yacs",
         "pyyaml",
         "clip-anytorch==2.6.0",
+        "open-clip-torch>=3.0",  # MODEL.BACKBONE.FAMILY open_clip (LAION, SigLIP, ...); SigLIP's tokenizer also needs transformers
         "setuptools<81",
         "gdown",
         "tabulate",

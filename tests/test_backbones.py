@@ -367,6 +367,7 @@ def test_siglip_logits_carry_the_bias(run_train, data_root, tmp_path):
     torch.testing.assert_close(zs.logits(feats), zs.logit_scale * img @ zs.text_weights.t() - 10.0)
 
 
+@pytest.mark.slow
 def test_main_sh_runs_clip_adapter_on_the_open_clip_tiny_model(data_root, tmp_path):
     """The script entry point on the open_clip offline model (one seed)."""
     env = dict(os.environ, DATA=data_root, OUTPUT=str(tmp_path / "out"), PYTHON=sys.executable, SEEDS="1", PYTHONUNBUFFERED="1")

@@ -264,7 +264,7 @@ class _Plan:
     pretrained: Optional[str]
     identity: BackboneIdentity
     preprocess: Optional[dict] = None  # forced preprocessing (a file: its tag's, or the architecture's)
-    tokenizer_name: str = ""
+    tokenizer: object = None  # built before any download (a missing package fails before gigabytes arrive)
 
 
 def _tag_file(arch: str, tag: str, tag_cfg: dict, folder: str) -> str:
@@ -282,6 +282,10 @@ def _tag_file(arch: str, tag: str, tag_cfg: dict, folder: str) -> str:
             return path
     where = local[0] if local else os.path.join(folder, f"{arch}-{tag}.bin")
     source = (f"https://huggingface.co/{_hub_files(tag_cfg['hf_hub'])[0]}" if tag_cfg.get("hf_hub") else tag_cfg.get("url", ""))
+    offline = _unreachable(tag_cfg)
+    if offline:
+        raise WeightsError(f"cannot download open_clip weights {arch} {tag} ({offline}); put the file at {where} "
+                           f"(from {source}) or pass its path as MODEL.BACKBONE.WEIGHTS")
     try:
         with _quiet_open_clip():
             path = _oc().pretrained.download_pretrained(tag_cfg, cache_dir=folder if not tag_cfg.get("hf_hub") else None)
@@ -291,6 +295,28 @@ def _tag_file(arch: str, tag: str, tag_cfg: dict, folder: str) -> str:
     if not path or not os.path.isfile(path):
         raise WeightsError(f"open_clip has no download for {arch} {tag}; put the weights file at {where}")
     return path
+
+
+def _unreachable(tag_cfg: dict) -> str:
+    """Why a download cannot work ("" when it may): the hub's client retries for about a minute before
+    it gives up on a machine without network, so an offline run is told at once instead."""
+    import socket
+    from urllib.parse import urlparse
+
+    if tag_cfg.get("hf_hub"):
+        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+            return "HF_HUB_OFFLINE is set"
+        url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    else:
+        url = tag_cfg.get("url", "")
+    host = urlparse(url).hostname
+    if not host:
+        return ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return f"no network: {host} cannot be resolved"
+    return ""
 
 
 def plan(spec: BackboneSpec) -> _Plan:
@@ -329,6 +355,7 @@ def plan(spec: BackboneSpec) -> _Plan:
         return _Plan(name, None, BackboneIdentity(family, name, "hf-hub", _sha_of(path), path))
 
     model_cfg = _model_cfg(name)
+    tokenizer = OpenClipBackbone._tokenizer(name, name)
     pretrained = _oc().pretrained
     tags = pretrained.list_pretrained_tags_by_model(name)
     if not weights:
@@ -339,7 +366,7 @@ def plan(spec: BackboneSpec) -> _Plan:
         tag_cfg = pretrained.get_pretrained_cfg(name, tag)
         _check_gelu(name, tag, model_cfg, tag_cfg)
         path = _tag_file(name, tag, tag_cfg, folder)
-        return _Plan(name, path, BackboneIdentity(family, name, tag, _sha_of(path), path), _pp_dict(tag_cfg), name)
+        return _Plan(name, path, BackboneIdentity(family, name, tag, _sha_of(path), path), _pp_dict(tag_cfg), tokenizer)
     path = os.path.expanduser(weights)
     if not os.path.isfile(path):
         raise ConfigError(f"MODEL.BACKBONE.WEIGHTS {weights!r} is neither a pretrained tag of {name} "
@@ -349,8 +376,8 @@ def plan(spec: BackboneSpec) -> _Plan:
     if tag:
         tag_cfg = pretrained.get_pretrained_cfg(name, tag)
         _check_gelu(name, tag, model_cfg, tag_cfg)
-        return _Plan(name, path, BackboneIdentity(family, name, tag, sha, path), _pp_dict(tag_cfg), name)
-    return _Plan(name, path, BackboneIdentity(family, name, short_sha(sha), sha, path), _agreed_preprocess(name), name)
+        return _Plan(name, path, BackboneIdentity(family, name, tag, sha, path), _pp_dict(tag_cfg), tokenizer)
+    return _Plan(name, path, BackboneIdentity(family, name, short_sha(sha), sha, path), _agreed_preprocess(name), tokenizer)
 
 
 def _wrong_arch(path: str, arch: str, model_name: str) -> Optional[WeightsError]:
@@ -414,7 +441,7 @@ class OpenClipBackbone(Backbone):
             wrong = _wrong_arch(path, spec.name, p.model_name) if path else None
             raise (wrong or load_failure(path or p.model_name, f"open_clip's {spec.name}", exc, fix)) from None
         pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
-        tokenizer = cls._tokenizer(p.tokenizer_name or p.model_name, spec.name)
+        tokenizer = p.tokenizer or cls._tokenizer(p.model_name, spec.name)
         bias = getattr(model, "logit_bias", None)
         backbone = cls(
             model,

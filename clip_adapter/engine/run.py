@@ -219,14 +219,14 @@ def build_config(request: RunRequest, engine: Engine):
 
     from clip_adapter.backbones.preprocess import preflight_input
 
-    base = engine.base_config()
-    cfg = setup_cfg(request.dataset_config_file, request.config_file, request.flags, request.opts, base=base)
+    cfg = setup_cfg(request.dataset_config_file, request.config_file, request.flags, request.opts, base=engine.base_config())
     cfg.defrost()
     cfg.OUTPUT_DIR = run_folder(cfg, request)
     cfg.FEATURES.CACHE_DIR = default_cache_dir(cfg)
     # INPUT.* checked against (and empty keys filled from) the backbone's preprocessing, before
     # anything is written; the engine's own defaults (Dassl's 224 px, ImageNet statistics) count as unset.
-    preflight_input(cfg, unset=base if base is not None else get_cfg_default())
+    defaults = engine.base_config()  # a fresh copy (setup_cfg merged into the first)
+    preflight_input(cfg, unset=defaults if defaults is not None else get_cfg_default())
     cfg.freeze()
     return cfg
 
