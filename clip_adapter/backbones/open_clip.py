@@ -380,6 +380,30 @@ def plan(spec: BackboneSpec) -> _Plan:
     return _Plan(name, path, BackboneIdentity(family, name, short_sha(sha), sha, path), _agreed_preprocess(name), tokenizer)
 
 
+def to_half(module: nn.Module) -> None:
+    """open_clip's half precision, as ``create_model(precision="fp16")`` makes it: conv, linear and
+    attention weights and the projection matrices in fp16, layer norms computing in fp32
+    (``LayerNormFp32``), a timm tower cast whole. (open_clip's ``convert_weights_to_lp`` fails on a
+    text tower whose projection is a Linear layer, as SigLIP-style towers with a projection bias have.)"""
+    from open_clip.transformer import LayerNorm, LayerNormFp32
+
+    half = torch.float16
+    for m in module.modules():
+        if type(m).__name__ == "TimmModel":
+            m.to(half)
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            m.weight.data = m.weight.data.to(half)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(half)
+        for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias", "bias_k", "bias_v",
+                     "text_projection", "proj"):
+            p = m._parameters.get(name)
+            if p is not None:
+                p.data = p.data.to(half)
+        if type(m) is LayerNorm:
+            m.__class__ = LayerNormFp32
+
+
 def _wrong_arch(path: str, arch: str, model_name: str) -> Optional[WeightsError]:
     """The one line for a readable state dict that does not fit the architecture (None: it fits, so
     something else is wrong). Only on the error path: builds the architecture without weights to compare."""
@@ -433,13 +457,14 @@ class OpenClipBackbone(Backbone):
         try:
             with warnings.catch_warnings(), _quiet_open_clip():
                 warnings.simplefilter("ignore", FutureWarning)
-                model = oc.create_model(p.model_name, pretrained=p.pretrained, precision="fp16" if half else "fp32",
-                                        device=device, force_preprocess_cfg=p.preprocess or None)
+                model = oc.create_model(p.model_name, pretrained=p.pretrained, device=device, force_preprocess_cfg=p.preprocess or None)
         except ImportError as exc:
             raise ConfigError(f"{spec.name} needs the Python package {exc.name or exc}: pip install {exc.name or 'it'}") from None
         except Exception as exc:  # noqa: BLE001 - any failure to read the file is the file's problem
             wrong = _wrong_arch(path, spec.name, p.model_name) if path else None
             raise (wrong or load_failure(path or p.model_name, f"open_clip's {spec.name}", exc, fix)) from None
+        if half:
+            to_half(model)
         pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
         tokenizer = p.tokenizer or cls._tokenizer(p.model_name, spec.name)
         bias = getattr(model, "logit_bias", None)
@@ -509,19 +534,10 @@ class OpenClipBackbone(Backbone):
         want = torch.float16 if precision == "fp16" else torch.float32
         if want == self._image_dtype:
             return
-        visual = self.model.visual
         if want == torch.float32:
-            visual.float()
-        elif type(visual).__name__ == "TimmModel":
-            visual.to(torch.float16)  # open_clip's own recipe for timm towers (create_model precision fp16)
+            self.model.visual.float()
         else:
-            from open_clip.model import convert_weights_to_lp
-            from open_clip.transformer import LayerNorm, LayerNormFp32
-
-            convert_weights_to_lp(visual, torch.float16)
-            for m in visual.modules():  # the layer norms a half-precision open_clip model is built with
-                if type(m) is LayerNorm:
-                    m.__class__ = LayerNormFp32
+            to_half(self.model.visual)
         self._image_dtype = want
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
