@@ -129,9 +129,10 @@ class BackboneIdentity:
 
     @property
     def encoder_id(self) -> str:
-        """The feature cache's key: the name and the weights file's checksum (a damaged or replaced
-        file can never reuse features computed from other bytes)."""
-        return f"{self.family}:{self.arch}:{self.weights}@{self.sha256[:16]}"
+        """The feature cache's key: the unique name and the weights file's checksum (a damaged or
+        replaced file can never reuse features computed from other bytes). For OpenAI's weights through
+        the OpenAI family it is the key this project always used (``RN50@<sha>``), so caches stay valid."""
+        return f"{self.name}@{self.sha256[:16]}"
 
     @property
     def label(self) -> str:
@@ -142,6 +143,8 @@ class BackboneIdentity:
             return f"{self.arch} with weights sha256 {self.sha256[:12]} ({self.family})"
         if self.family == "openai":
             return f"CLIP {self.arch} (OpenAI)"
+        if self.weights == "hf-hub":
+            return f"{self.arch} ({self.family})"
         return f"{self.arch} {data_name(self.weights)} ({self.family} {self.weights})"
 
     def record(self) -> dict:

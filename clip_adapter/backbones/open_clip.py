@@ -166,9 +166,20 @@ def _local_files(tag_cfg: dict, folder: str) -> List[str]:
     if tag_cfg.get("hf_hub"):
         repo, names = _hub_files(tag_cfg["hf_hub"])
         out += [os.path.join(folder, repo, n) for n in names]
-    if tag_cfg.get("url"):
+    elif tag_cfg.get("url"):  # (open_clip downloads from the hub when it can; OpenAI's URLs hold TorchScript)
         out.append(os.path.join(folder, os.path.basename(tag_cfg["url"])))
     return out
+
+
+def _torchscript(path: str) -> bool:
+    """A TorchScript archive (OpenAI's release format), which open_clip's safe loader refuses."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 2)[1:2] == ["code"] for n in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _hf_cached(tag_cfg: dict) -> List[str]:
@@ -452,6 +463,11 @@ class OpenClipBackbone(Backbone):
         fix = "pass an open_clip checkpoint of MODEL.BACKBONE.NAME's architecture (for OpenAI's clip package files set MODEL.BACKBONE.FAMILY openai)"
         if path:
             check_file(path, fix)
+            if _torchscript(path):
+                known = _other_arch(file_sha256(path))
+                what = f"OpenAI's TorchScript release of {known[0]}" if known else "a TorchScript archive"
+                raise WeightsError(f"weights file {path} is {what}, which open_clip does not load; use MODEL.BACKBONE.FAMILY "
+                                   "openai for it, or open_clip's openai tag (a state dict from the Hugging Face hub)")
         half = precision == "fp16" and torch.device(device).type == "cuda"
         oc = _oc()
         try:
