@@ -19,6 +19,7 @@ setup(
         "clip_adapter.app",
         "clip_adapter.app.doctor",
         "clip_adapter.app.results",
+        "clip_adapter.backbones",
         "clip_adapter.trainers",
         "clip_adapter.datasets",
     ],
@@ -30,6 +31,7 @@ setup(
         "yacs",
         "pyyaml",
         "clip-anytorch==2.6.0",
+        "open-clip-torch>=3.0",  # MODEL.BACKBONE.FAMILY open_clip (LAION, SigLIP, ...); SigLIP's tokenizer also needs transformers
         "setuptools<81",
         "gdown",
         "tabulate",

@@ -33,8 +33,11 @@ def get_cfg_default() -> CN:
 
     # ----------------------------------------------------------------- input
     _C.INPUT = CN()
-    _C.INPUT.SIZE = (224, 224)
-    _C.INPUT.INTERPOLATION = "bicubic"
+    # SIZE, INTERPOLATION, PIXEL_MEAN and PIXEL_STD: empty = the backbone's own preprocessing (its
+    # weights' input resolution and statistics). A value that disagrees with the weights (size, mean,
+    # std) is an error naming both; CoOp's YAML files state CLIP's values, which agree with OpenAI's models.
+    _C.INPUT.SIZE = ()
+    _C.INPUT.INTERPOLATION = ""
     # Test-time resizing (and the resize before a non-RRC training crop):
     #   clip: short side to max(SIZE), centre crop SIZE (CLIP's own evaluation; Dassl 0.6.3's test transform)
     #   coop: both sides to SIZE, no crop (the CoOp-style resize the CLIP-Adapter paper's main tables used)
@@ -42,9 +45,9 @@ def get_cfg_default() -> CN:
     # Training augmentations in order; test always uses resize + centre crop + normalize.
     _C.INPUT.TRANSFORMS = ("random_resized_crop", "random_flip", "normalize")
     _C.INPUT.NO_TRANSFORM = False
-    # CLIP's normalisation statistics (Dassl's ImageNet ones would be wrong for CLIP).
-    _C.INPUT.PIXEL_MEAN = [0.48145466, 0.4578275, 0.40821073]
-    _C.INPUT.PIXEL_STD = [0.26862954, 0.26130258, 0.27577711]
+    # (Dassl's ImageNet statistics would be wrong for CLIP; SigLIP's are 0.5/0.5.)
+    _C.INPUT.PIXEL_MEAN = []
+    _C.INPUT.PIXEL_STD = []
     _C.INPUT.CROP_PADDING = 4
     _C.INPUT.RRCROP_SCALE = (0.08, 1.0)
     _C.INPUT.CUTOUT_N = 1
@@ -132,10 +135,18 @@ def get_cfg_default() -> CN:
     # A checkpoint of the trainable parts (adapter, prompt context) to start from.
     _C.MODEL.INIT_WEIGHTS = ""
     _C.MODEL.BACKBONE = CN()
-    # A name the clip package knows (RN50, ViT-B/16, ...), a path to a weights file, or "tiny".
+    # Which library loads the model (clip_adapter.registry.BACKBONES; docs/backbones.md):
+    #   openai: OpenAI's CLIP through the clip package; open_clip: open_clip's models (LAION, SigLIP, ...).
+    _C.MODEL.BACKBONE.FAMILY = "openai"
+    # The architecture. openai: a name the clip package knows (RN50, ViT-B/16, ...), "tiny" (offline
+    # stand-in) or a weights file; open_clip: an open_clip model name (ViT-B-32, ViT-B-16-SigLIP, ...),
+    # "local-dir:<folder>", "hf-hub:<org/repo>", or the offline stand-ins "tiny-vit" / "tiny-sigmoid".
     _C.MODEL.BACKBONE.NAME = "RN50"
+    # The weights: "" (openai: the weights NAME names), an open_clip pretrained tag (laion2b_s34b_b79k,
+    # webli, openai, ...), or a weights file (named as known weights when its checksum is theirs).
+    _C.MODEL.BACKBONE.WEIGHTS = ""
     _C.MODEL.BACKBONE.PRETRAINED = True
-    # Where CLIP weights are downloaded/looked up ("" = the clip package's ~/.cache/clip).
+    # Where weights are downloaded/looked up ("" = $CLIP_ADAPTER_WEIGHTS, else ~/.cache/clip).
     _C.MODEL.BACKBONE.CACHE_DIR = ""
     _C.MODEL.HEAD = CN()
     _C.MODEL.HEAD.NAME = ""

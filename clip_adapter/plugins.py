@@ -2,8 +2,9 @@
 
 A plugin is any installed distribution that declares an entry point in the group
 ``clip_adapter.plugins``; the entry point names a module that registers its classes when imported
-(``@TRAINERS.register()``, ``@DATASETS.register()``), exactly as the built-in ``trainers/`` and
-``datasets/`` packages do. A plugin may also ship config files: a module attribute
+(``@TRAINERS.register()``, ``@DATASETS.register()``; a backbone family with
+``BACKBONES.register(MyBackbone, name="myfamily")``, see clip_adapter/backbones/base.py), exactly as
+the built-in ``trainers/``, ``datasets/`` and ``clip_adapter/backbones/`` modules do. A plugin may also ship config files: a module attribute
 ``CLIP_ADAPTER_CONFIGS`` naming a folder laid out like this repository's ``configs/``
 (``trainers/<TRAINER>/<cfg>.yaml``, ``datasets/<name>.yaml``) makes them available to the scripts
 and the experiment planner by name. In ``setup.py``/``pyproject.toml``::

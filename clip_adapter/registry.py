@@ -1,4 +1,4 @@
-"""Name -> class registries for trainers and datasets, as in Dassl, with helpful misses."""
+"""Name -> class registries for trainers, datasets and backbone families, as in Dassl, with helpful misses."""
 from __future__ import annotations
 
 import difflib
@@ -65,3 +65,5 @@ def _add_trainer_config(name: str, cls: type) -> None:
 
 TRAINERS = Registry("trainer", on_register=_add_trainer_config)
 DATASETS = Registry("dataset")
+# MODEL.BACKBONE.FAMILY -> a clip_adapter.backbones.base.Backbone subclass (openai, open_clip; plugins may add more)
+BACKBONES = Registry("backbone family")

@@ -155,7 +155,8 @@ class _Resolver:
         if cfg.FEATURES.MODE != "cached":
             return after, "", "", ()
         cache = cfg.FEATURES.CACHE_DIR or os.environ.get("CLIP_ADAPTER_FEATURE_CACHE", "")
-        key = [absolute(cfg.DATASET.ROOT), cfg.DATASET.NAME, cfg.MODEL.BACKBONE.NAME, list(cfg.INPUT.SIZE), cfg.INPUT.INTERPOLATION,
+        key = [absolute(cfg.DATASET.ROOT), cfg.DATASET.NAME, cfg.MODEL.BACKBONE.FAMILY, cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS,
+               list(cfg.INPUT.SIZE), cfg.INPUT.INTERPOLATION,
                cfg.INPUT.PRESET, list(cfg.INPUT.PIXEL_MEAN), list(cfg.INPUT.PIXEL_STD), cfg.FEATURES.PREC, absolute(cache)]
         weight = (not ns.eval_only, cfg.DATASET.SUBSAMPLE_CLASSES == "all", int(cfg.DATASET.NUM_SHOTS))
         return after, json.dumps(key), f"{cfg.DATASET.NAME}/{cfg.MODEL.BACKBONE.NAME}", weight

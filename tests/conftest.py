@@ -11,8 +11,22 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE_DS = str(REPO / "configs" / "datasets" / "smoke.yaml")
 
 
+# The tiny OpenAI-format CLIP's input, stated explicitly (the defaults leave INPUT.* to the backbone).
+TINY_INPUT_OPTS = ["INPUT.SIZE", "(32, 32)", "INPUT.INTERPOLATION", "bicubic",
+                   "INPUT.PIXEL_MEAN", "[0.48145466, 0.4578275, 0.40821073]", "INPUT.PIXEL_STD", "[0.26862954, 0.26130258, 0.27577711]"]
+# The offline models of every backbone family: (family, NAME, the trainer config that uses it).
+TINY_BACKBONES = [("openai", "tiny", "tiny"), ("open_clip", "tiny-vit", "tiny_openclip"), ("open_clip", "tiny-sigmoid", "tiny_siglip")]
+
+
 def trainer_cfg(trainer: str, name: str = "tiny") -> str:
     return str(REPO / "configs" / "trainers" / trainer / f"{name}.yaml")
+
+
+def load_tiny(family: str = "openai", name: str = "tiny"):
+    """A family's offline backbone through its real loader (weights created once per session)."""
+    from clip_adapter.backbones import BackboneSpec, load_backbone
+
+    return load_backbone(BackboneSpec(family, name))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -284,11 +284,10 @@ def test_equal_class_names_stay_two_classes_end_to_end(tmp_path, run_train):
     """Two labels named 'crane': two classifier rows, two labels in the data, in the metrics, in results.json."""
     import torch
 
-    from clip_adapter.models.clip_loader import load_clip
     from clip_adapter.models.text import encode_text_classifier
+    from conftest import load_tiny
 
-    model, _ = load_clip("tiny", "cpu", "", "fp32")
-    weights = encode_text_classifier(model, ["crane", "crane", "fox"], ["a photo of a {}."], "cpu")
+    weights = encode_text_classifier(load_tiny(), ["crane", "crane", "fox"], ["a photo of a {}."], "cpu")
     assert weights.shape[0] == 3
     assert torch.allclose(weights[0], weights[1]) and not torch.allclose(weights[0], weights[2])
 

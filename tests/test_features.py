@@ -26,7 +26,7 @@ from clip_adapter.data.loader import build_loader
 from clip_adapter.data.transforms import build_transform, transform_spec
 from clip_adapter.errors import DatasetError
 from clip_adapter.features import FeatureCache, ViewSeeds, cached_text_classifier, default_cache_dir, load_verified, view_seed
-from clip_adapter.models.clip_loader import load_clip
+from conftest import TINY_INPUT_OPTS, load_tiny
 from clip_adapter.registry import TRAINERS
 from clip_adapter.engine.clip_trainer import ClipTrainer
 from clip_adapter.utils import set_random_seed
@@ -47,13 +47,13 @@ def write_images(folder, n=N_IMAGES, seed=0, size=40):
 
 
 def tiny_cfg(*opts):
-    return setup_cfg(opts=["INPUT.SIZE", "(32, 32)", *opts])
+    return setup_cfg(opts=[*TINY_INPUT_OPTS, *opts])
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    model, info = load_clip("tiny")
-    return model, info
+    backbone = load_tiny()
+    return backbone.model, backbone
 
 
 @pytest.fixture
@@ -194,7 +194,10 @@ def test_changed_backbone_weights_invalidate_images_and_text(tmp_path, tiny, ima
     state["visual.proj"] = state["visual.proj"] * 2.0  # a power of two: exact even through clip.load's fp16 round trip
     edited = tmp_path / "edited.pt"
     torch.save(state, edited)
-    other = load_clip(str(edited))
+    from clip_adapter.backbones import BackboneSpec, load_backbone
+
+    edited_backbone = load_backbone(BackboneSpec("openai", str(edited)))
+    other = (edited_backbone.model, edited_backbone)
     assert other[1].encoder_id != tiny[1].encoder_id
     cache = make_cache(tmp_path / "cache", other)
     feats = cache.features(images, tfm, spec)
@@ -309,17 +312,18 @@ from clip_adapter.config import setup_cfg
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.transforms import build_transform, transform_spec
 from clip_adapter.features import FeatureCache
-from clip_adapter.models.clip_loader import load_clip
+from clip_adapter.backbones import BackboneSpec, load_backbone
 
 job = json.loads(sys.argv[1])
-model, info = load_clip("tiny")
+info = load_backbone(BackboneSpec("openai", "tiny"))
+model = info.model
 
 def encode(x):
     time.sleep(0.05)  # slow enough that the two processes really overlap
     with torch.inference_mode():
         return model.encode_image(x).float()
 
-cfg = setup_cfg(opts=["INPUT.SIZE", "(32, 32)"])
+cfg = setup_cfg(opts=job["input_opts"])
 items = [Datum(p, 0) for p in job["paths"]]
 cache = FeatureCache(job["root"], info.encoder_id, encode, "cpu", "fp32", batch_size=2, dim=info.embed_dim)
 open(job["ready"], "w").close()
@@ -338,7 +342,7 @@ def test_two_processes_share_one_cache_without_corruption_or_duplicate_work(tmp_
     ready = {k: str(tmp_path / f"ready-{k}") for k in subsets}
     procs = {}
     for k, items in subsets.items():
-        job = {"root": root, "paths": [d.impath for d in items], "ready": ready[k], "all_ready": list(ready.values()), "out": str(tmp_path / f"{k}.npy")}
+        job = {"root": root, "paths": [d.impath for d in items], "ready": ready[k], "all_ready": list(ready.values()), "out": str(tmp_path / f"{k}.npy"), "input_opts": TINY_INPUT_OPTS}
         procs[k] = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(job)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     encoded = {}
     for k, p in procs.items():

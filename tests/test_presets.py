@@ -20,6 +20,9 @@ def cfg_with(preset: str, transforms=("normalize",)):
     cfg = get_cfg_default()
     cfg.INPUT.PRESET = preset
     cfg.INPUT.SIZE = (32, 32)
+    cfg.INPUT.INTERPOLATION = "bicubic"
+    cfg.INPUT.PIXEL_MEAN = [0.48145466, 0.4578275, 0.40821073]
+    cfg.INPUT.PIXEL_STD = [0.26862954, 0.26130258, 0.27577711]
     cfg.INPUT.TRANSFORMS = tuple(transforms)
     return cfg
 

@@ -13,7 +13,7 @@ from clip_adapter.config import get_cfg_default, setup_cfg
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.registry import TRAINERS
 from clip_adapter.utils import set_random_seed
-from conftest import SMOKE_DS, trainer_cfg
+from conftest import SMOKE_DS, TINY_BACKBONES, trainer_cfg
 
 register_all()
 
@@ -44,12 +44,13 @@ def ckpt_state(path):
 
 
 # ------------------------------------------------------------- every trainer
+@pytest.mark.parametrize("cfg", [c for _, _, c in TINY_BACKBONES])
 @pytest.mark.parametrize("name", TRAINERS.names())
-def test_every_trainer_trains_only_its_own_parameters(name, data_root, tmp_path):
-    """timm-style: forward + backward on random features; trainable params get gradients and move,
-    CLIP gets no gradient and stays bit-identical."""
-    trainer = build(name, data_root, tmp_path / "out")
-    assert os.path.isfile(trainer_cfg(name, "tiny")), f"{name} needs configs/trainers/{name}/tiny.yaml"
+def test_every_trainer_trains_only_its_own_parameters(name, cfg, data_root, tmp_path):
+    """timm-style, on every backbone family's offline model: forward + backward on random features;
+    trainable params get gradients and move, the backbone gets no gradient and stays bit-identical."""
+    assert os.path.isfile(trainer_cfg(name, cfg)), f"{name} needs configs/trainers/{name}/{cfg}.yaml"
+    trainer = build(name, data_root, tmp_path / "out", cfg=cfg)
     before = clip_snapshot(trainer)
     assert not any(p.requires_grad for p in trainer.clip_model.parameters())
     torch.manual_seed(0)
@@ -182,7 +183,7 @@ def test_coop_amp_step_scales_and_updates_the_context(data_root, tmp_path):
 
 def _write_clip(path, **arch):
     """A small clip.model.CLIP of a given shape, saved as a state dict that clip.load accepts."""
-    from clip_adapter.models.clip_loader import _clip
+    from clip_adapter.backbones.openai import _clip
 
     base = dict(context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1)
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """CLIP-Adapter: bottleneck adapters on CLIP's image and/or class-text features, residually blended.
 
 For a raw feature f the adapted feature is ``alpha * A(f) + (1 - alpha) * f`` (``RATIO`` = alpha), then
-L2-normalised; logits are ``logit_scale * norm(image) . norm(text)^T``. ``TYPE`` picks the branch:
+L2-normalised; logits are ``logit_scale * norm(image) . norm(text)^T + logit_bias``. ``TYPE`` picks the branch:
 ``visual`` (the paper's default and the only one the authors released), ``text`` (on the fixed
 prompt classifier) or ``both``. Only the adapters train; CLIP stays frozen and its image features
 come from the shared cache. The adapter width is the backbone's embedding width, read from the
@@ -17,6 +17,10 @@ compensate for the blend it is trained under), so one adapter is trained per val
 initial weights and the same batch order, each in ``<out>/alpha_search/ratio_<alpha>/`` (resumable);
 the one with the best validation accuracy is deployed and every value tried is logged and written
 to ``<out>/alpha_search.json``. On cached features this costs seconds to minutes per value.
+
+SigLIP (sigmoid-trained backbones): the adapters train with the paper's softmax cross-entropy over
+the classes on the backbone's scale and bias (the bias, a constant per logit, cancels in the softmax),
+i.e. CLIP-Adapter's objective on SigLIP features, not SigLIP's pairwise sigmoid loss.
 """
 from __future__ import annotations
 
@@ -164,7 +168,7 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         if self.visual_adapter is not None:
             img = residual_blend(self.visual_adapter, img, self.ratio)
         img = img / img.norm(dim=-1, keepdim=True)
-        return self.logit_scale * img @ self.current_text_features().t()
+        return self.logit_scale * img @ self.current_text_features().t() + self.logit_bias
 
     def forward_backward(self, batch) -> Dict[str, float]:
         if self.ratio == 0:  # the adapters are blended out: zero-shot CLIP, nothing can learn

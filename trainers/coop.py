@@ -5,6 +5,11 @@ text features are recomputed from the learnable prompts at each step, because th
 gradient takes. ``TRAINER.COOP.PREC``: fp16 (CoOp's default: CLIP and the context in half
 precision), fp32, or amp (fp32 weights, fp16 autocast, a gradient scaler); fp16/amp need CUDA and
 fall back to fp32 elsewhere (``resolve_precision``).
+
+The prompts run through the backbone's own text tower (``backbone.encode_text_embeddings``: its
+attention mask, pooling and context length), so CoOp runs on open_clip's models as on OpenAI's.
+SigLIP (sigmoid-trained backbones): the context trains with CoOp's softmax cross-entropy over the
+classes on the backbone's scale and bias (the bias cancels in the softmax), not SigLIP's sigmoid loss.
 """
 from __future__ import annotations
 
@@ -55,14 +60,14 @@ class CoOp(ClipTrainer):
     def build_head(self) -> None:
         node = self.cfg.TRAINER.COOP
         self.prompt_learner = PromptLearner(
-            self.clip_model,
+            self.backbone,
             self.classnames,
             n_ctx=int(node.N_CTX),
             ctx_init=node.CTX_INIT,
             csc=bool(node.CSC),
             class_token_position=node.CLASS_TOKEN_POSITION,
         ).to(self.device)
-        self.text_encoder = PromptTextEncoder(self.clip_model)
+        self.text_encoder = PromptTextEncoder(self.backbone)
         self.register_model(MODULE, self.prompt_learner)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
         pl = self.prompt_learner

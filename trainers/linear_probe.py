@@ -9,6 +9,9 @@ Every C tried and its validation accuracy is logged and written to ``<out>/c_sea
 
 The fitted classifier is copied into a ``torch.nn.Linear`` registered as ``linear_probe``, so it is
 saved and loaded like every other trainer's weights (``--eval-only --model-dir``, no pickle).
+
+It uses no text side and no logit scale or bias of the backbone, so it is the same method on every
+backbone, SigLIP included.
 """
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Zero-shot CLIP: the frozen model with a text classifier of fixed prompts; nothing trains."""
+"""Zero-shot CLIP: the frozen model with a text classifier of fixed prompts; nothing trains.
+
+On a SigLIP backbone the logits carry its learned bias (``sigmoid(logit)`` is SigLIP's probability of
+a match); the prediction, the argmax over classes, is the same with or without it.
+"""
 from __future__ import annotations
 
 from typing import Dict

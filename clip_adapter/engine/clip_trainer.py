@@ -20,12 +20,13 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from clip_adapter.backbones import BackboneSpec, load_backbone
+from clip_adapter.backbones.preprocess import resolve_input
 from clip_adapter.data.loader import build_loader
 from clip_adapter.data.transforms import build_transform, transform_spec
 from clip_adapter.engine.trainer import TrainerBase
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.features import FeatureCache, ViewSeeds, cached_text_classifier, default_cache_dir
-from clip_adapter.models.clip_loader import load_clip
 from clip_adapter.models.text import encode_text_classifier
 from clip_adapter.utils import resolve_precision
 
@@ -35,7 +36,19 @@ MODES = ("cached", "exact")
 
 
 class ClipTrainer(TrainerBase):
-    """Base for trainers over frozen CLIP; subclasses add a head and implement ``logits``."""
+    """Base for trainers over a frozen backbone; subclasses add a head and implement ``logits``.
+
+    ``self.backbone`` (clip_adapter.backbones) is the only way to the model: ``encode_image``,
+    ``tokenize``/``encode_text``/``encode_text_embeddings``, ``preprocess``, ``identity``.
+    ``self.clip_model`` (the frozen ``nn.Module``, for parameter checks) and ``self.clip_info`` (the
+    backbone itself: ``embed_dim``, ``encoder_id``, ...) keep the trainer contract's names.
+
+    Logits are ``logit_scale * norm(image) . norm(text)^T + logit_bias``: the bias is 0 for softmax
+    CLIP and SigLIP's learned bias for sigmoid models. A constant added to every logit changes neither
+    the softmax cross-entropy the methods train with nor the argmax they predict by, so the methods'
+    losses stay as their papers define them on every backbone; the bias is applied so that logits
+    are the model's own (a sigmoid of them is SigLIP's probability).
+    """
 
     #: "single" (the dataset's hand-crafted template) or "ensemble" (ImageNet's templates)
     template_mode: str = "single"
@@ -52,14 +65,16 @@ class ClipTrainer(TrainerBase):
         if self.prec_node and self.precision != requested.lower():
             log.info("Precision %s needs CUDA; using %s on %s", requested, self.precision, self.device.type)
         t0 = time.perf_counter()
-        self.clip_model, self.clip_info = load_clip(
-            cfg.MODEL.BACKBONE.NAME, self.device, cfg.MODEL.BACKBONE.CACHE_DIR, "fp16" if self.precision == "fp16" else "fp32"
-        )
+        self.backbone = load_backbone(BackboneSpec.from_cfg(cfg), self.device, "fp16" if self.precision == "fp16" else "fp32")
         self.clip_load_seconds = time.perf_counter() - t0
+        self.clip_model, self.clip_info = self.backbone.model, self.backbone
+        # Size and statistics are the weights' (an empty INPUT key takes them; a disagreeing one fails).
+        self.input_spec, _ = resolve_input(cfg, self.backbone.preprocess, self.backbone.identity.label)
         self._set_image_encoder_precision(cfg.FEATURES.PREC)
-        if self.clip_info.name == "tiny" or cfg.DATASET.NAME == "Smoke":
-            log.info("NOTE: offline pipeline check (tiny random CLIP and/or synthetic smoke data): accuracies mean nothing")
-        self.logit_scale = float(self.clip_model.logit_scale.exp().item())
+        if self.backbone.identity.offline or cfg.DATASET.NAME == "Smoke":
+            log.info("NOTE: offline pipeline check (tiny random backbone and/or synthetic smoke data): accuracies mean nothing")
+        self.logit_scale = self.backbone.logit_scale
+        self.logit_bias = self.backbone.logit_bias
         dataset = self.dm.dataset
         # The evaluation dataset's classes, or for a class-bound model evaluated on a mapped subset
         # of its training classes, those (evaluate() then keeps the mapped columns).
@@ -92,39 +107,30 @@ class ClipTrainer(TrainerBase):
     def build_transforms(self) -> None:
         """The image transforms (and their cache-key specs); a hook because another engine that
         brings its own transforms (the Dassl plugin) replaces it."""
-        self.tfm_train = build_transform(self.cfg, is_train=True)
-        self.tfm_test = build_transform(self.cfg, is_train=False)
-        self.spec_train = transform_spec(self.cfg, is_train=True)
-        self.spec_test = transform_spec(self.cfg, is_train=False)
+        self.tfm_train = build_transform(self.cfg, is_train=True, spec=self.input_spec)
+        self.tfm_test = build_transform(self.cfg, is_train=False, spec=self.input_spec)
+        self.spec_train = transform_spec(self.cfg, is_train=True, spec=self.input_spec)
+        self.spec_test = transform_spec(self.cfg, is_train=False, spec=self.input_spec)
 
     def _set_image_encoder_precision(self, requested: str) -> None:
         """FEATURES.PREC for the frozen image tower, whatever the trainer's PREC did to the rest.
 
         One precision for every trainer is what lets CLIP-Adapter (PREC fp32) and CoOp (PREC fp16)
-        share cached features on CUDA; the conversion is CLIP's own (fp16 conv/linear weights).
+        share cached features on CUDA; the conversion is the backbone family's own.
         """
         try:
             self.feature_precision = resolve_precision(requested, self.device)
         except ValueError as exc:
             raise ConfigError(f"FEATURES.PREC: {exc}") from None
-        visual = self.clip_model.visual
-        want = torch.float16 if self.feature_precision == "fp16" else torch.float32
-        if visual.conv1.weight.dtype != want:
-            if want == torch.float16:
-                from clip_adapter.models.clip_loader import _clip
-
-                _clip().model.convert_weights(visual)
-            else:
-                visual.float()
+        self.backbone.set_image_precision("fp16" if self.feature_precision == "fp16" else "fp32")
 
     # ------------------------------------------------------------- encoders
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """The frozen image encoder: the only call that runs it, so ``encoder_stats`` sees every pass."""
         t0 = time.perf_counter()
-        dtype = self.clip_model.visual.conv1.weight.dtype
         # FEATURES.PREC amp (CUDA only, see resolve_precision): fp32 weights, fp16 autocast for the pass.
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.feature_precision == "amp"):
-            feats = self.clip_model.encode_image(images.to(self.device, dtype)).float()
+            feats = self.backbone.encode_image(images.to(self.device)).float()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.encoder_stats["images"] += int(images.shape[0])
@@ -143,7 +149,7 @@ class ClipTrainer(TrainerBase):
 
     def _timed_text(self, classnames: List[str], templates: List[str]) -> torch.Tensor:
         t0 = time.perf_counter()
-        weights = encode_text_classifier(self.clip_model, classnames, templates, self.device)
+        weights = encode_text_classifier(self.backbone, classnames, templates, self.device)
         self.encoder_stats["text_prompts"] += len(classnames) * len(templates)
         self.encoder_stats["text_seconds"] += time.perf_counter() - t0
         return weights
@@ -265,10 +271,10 @@ class ClipTrainer(TrainerBase):
         return frozen if frozen is not None else self.class_text_features()
 
     def logits(self, image_feats: torch.Tensor) -> torch.Tensor:
-        """Zero-shot logits: logit_scale * norm(image) . norm(text)^T. Heads override this."""
+        """Zero-shot logits: logit_scale * norm(image) . norm(text)^T + logit_bias. Heads override this."""
         img = image_feats.float()
         img = img / img.norm(dim=-1, keepdim=True)
-        return self.logit_scale * img @ self.current_text_features().t()
+        return self.logit_scale * img @ self.current_text_features().t() + self.logit_bias
 
     def forward_backward(self, batch) -> Dict[str, float]:
         feats, labels = batch

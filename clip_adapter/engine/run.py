@@ -161,6 +161,9 @@ def source_record(cfg, transfer: Optional[Transfer], num_classes: int) -> Option
 def results_payload(cfg, request: RunRequest, outcome: RunOutcome, engine: str, sessions: List[Dict]) -> dict:
     trainer, metrics, val_metrics = outcome.trainer, outcome.test, outcome.val
     info = getattr(trainer, "clip_info", None)
+    backbone = getattr(trainer, "backbone", None)
+    # backbone (short unique name), backbone_label (readable), backbone_family/_arch/_weights/_sha256
+    identity = backbone.identity.record() if backbone is not None else {"backbone": cfg.MODEL.BACKBONE.NAME}
     dataset = trainer.dm.dataset
     num_classes = len(dataset.classnames)
     cls = type(trainer)
@@ -171,7 +174,7 @@ def results_payload(cfg, request: RunRequest, outcome: RunOutcome, engine: str, 
         "dataset": cfg.DATASET.NAME,
         "config": _config_name(request.config_file),
         "dataset_config": _config_name(request.dataset_config_file),
-        "backbone": cfg.MODEL.BACKBONE.NAME,
+        **identity,
         "encoder": info.encoder_id if info else "",
         "shots": int(cfg.DATASET.NUM_SHOTS),
         "seed": int(cfg.SEED),
@@ -193,7 +196,7 @@ def results_payload(cfg, request: RunRequest, outcome: RunOutcome, engine: str, 
         "features_mode": outcome.features_mode or cfg.FEATURES.MODE,
         "preset": cfg.INPUT.PRESET,
         "transform": getattr(trainer, "spec_test", ""),
-        "offline_check": cfg.DATASET.NAME.startswith("Smoke") or cfg.MODEL.BACKBONE.NAME == "tiny",
+        "offline_check": cfg.DATASET.NAME.startswith("Smoke") or bool(backbone is not None and backbone.identity.offline),
         "opts": list(request.opts or []),
         "test_only": bool(getattr(dataset, "test_only", False)),
         "source": source_record(cfg, outcome.transfer, num_classes),
@@ -215,10 +218,16 @@ def build_config(request: RunRequest, engine: Engine):
     """The frozen run config, with the run folder and the feature-cache folder resolved into it."""
     from clip_adapter.features import default_cache_dir
 
+    from clip_adapter.backbones.preprocess import preflight_input
+
     cfg = setup_cfg(request.dataset_config_file, request.config_file, request.flags, request.opts, base=engine.base_config())
     cfg.defrost()
     cfg.OUTPUT_DIR = run_folder(cfg, request)
     cfg.FEATURES.CACHE_DIR = default_cache_dir(cfg)
+    # INPUT.* checked against (and empty keys filled from) the backbone's preprocessing, before
+    # anything is written; the engine's own defaults (Dassl's 224 px, ImageNet statistics) count as unset.
+    defaults = engine.base_config()  # a fresh copy (setup_cfg merged into the first)
+    preflight_input(cfg, unset=defaults if defaults is not None else get_cfg_default())
     cfg.freeze()
     return cfg
 

@@ -1,10 +1,11 @@
-"""CoOp's learnable prompt context and the text encoder that runs CLIP's transformer on it.
+"""CoOp's learnable prompt context and the text encoder that runs the backbone's text tower on it.
 
-A prompt is ``[SOS] ctx_1 .. ctx_M <class name tokens> . [EOS] <pad>`` in token-embedding space;
-only the M context vectors train (one shared set, or one set per class with ``csc``). The class
-name can sit at the ``end`` (as above), in the ``middle`` of the context or at the ``front``. All
-three layouts are one gather over the same ``[SOS | ctx | name . EOS pad]`` sequence, so the EOS
-position, which CLIP reads the text feature from, never moves.
+A prompt is ``<prefix> ctx_1 .. ctx_M <class name tokens> . <end> <pad>`` in token-embedding space,
+where ``<prefix>`` is the tokenizer's start token (CLIP's ``[SOS]``) or nothing (tokenizers without
+one, e.g. SigLIP's); only the M context vectors train (one shared set, or one set per class with
+``csc``). The class name can sit at the ``end`` (as above), in the ``middle`` of the context or at the
+``front``. All three layouts are one gather over the same ``[prefix | ctx | name . end pad]``
+sequence, so the end token, where a CLIP text tower reads the sentence feature, never moves.
 
 With ``ctx_init`` (e.g. ``"a photo of a"``) CoOp's rule applies exactly (its trainers/coop.py):
 
@@ -24,6 +25,11 @@ In the ``middle``/``front`` layouts the "class name" is the first ``len(tokens(n
 the learned context, as in CoOp's loop, which with fixed leftover phrase tokens is not only the name;
 kept so a CTX_INIT run matches CoOp's. The fixed token embeddings are non-persistent buffers:
 checkpoints hold only the context, as in CoOp.
+
+Everything model-specific (tokenizer, special tokens, context length, attention mask, pooling) comes
+from the backbone (``clip_adapter.backbones``), so the same learner is CoOp on OpenAI's CLIP, on
+open_clip's LAION models and on SigLIP (whose text tower has no causal mask: there the context also
+sees the tokens after it, which is that model's own text encoding, not an error).
 """
 from __future__ import annotations
 
@@ -33,16 +39,12 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
+from clip_adapter.backbones import PromptTooLong, as_backbone
 from clip_adapter.errors import ConfigError
-from clip_adapter.models.clip_loader import _clip
 
 log = logging.getLogger(__name__)
 
 POSITIONS = ("end", "middle", "front")
-
-
-def _token_count(text: str) -> int:
-    return len(_clip().clip._tokenizer.encode(text))
 
 
 class PromptLearner(nn.Module):
@@ -50,21 +52,23 @@ class PromptLearner(nn.Module):
 
     def __init__(
         self,
-        clip_model,
+        backbone,
         classnames: Sequence[str],
         n_ctx: int = 16,
         ctx_init: str = "",
         csc: bool = False,
         class_token_position: str = "end",
     ) -> None:
+        """``backbone``: a ``clip_adapter.backbones.Backbone`` (or the frozen model it loaded)."""
         super().__init__()
         if class_token_position not in POSITIONS:
             raise ConfigError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be one of {', '.join(POSITIONS)}, got {class_token_position!r}")
-        clip = _clip()
-        embed = clip_model.token_embedding
-        dtype = clip_model.dtype  # the transformer's dtype (fp16 after clip's convert_weights); embeddings stay fp32
+        backbone = as_backbone(backbone)
+        embed = backbone.token_embedding
+        dtype = backbone.text_dtype  # the transformer's dtype (fp16 after a half conversion); embeddings may stay fp32
         width = embed.weight.shape[1]
-        context_length = clip_model.positional_embedding.shape[0]
+        context_length = backbone.context_length
+        p = backbone.prefix_tokens
         names = [c.replace("_", " ") for c in classnames]
         n_cls = len(names)
 
@@ -72,8 +76,8 @@ class PromptLearner(nn.Module):
         if phrase.strip():
             n_ctx = len(phrase.split(" "))  # CoOp: words, not tokens
             with torch.no_grad():
-                tokens = clip.tokenize(phrase, context_length=context_length).to(embed.weight.device)
-                init = embed(tokens)[0, 1 : 1 + n_ctx].detach().clone()
+                tokens = backbone.tokenize([phrase]).to(embed.weight.device)
+                init = embed(tokens)[0, p : p + n_ctx].detach().clone()
             if csc:
                 log.warning("TRAINER.COOP.CSC True has no effect with TRAINER.COOP.CTX_INIT %r: one shared context is learned, "
                             "as in CoOp (class-specific contexts need a random init, CTX_INIT \"\")", ctx_init)
@@ -88,35 +92,37 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(init.to(dtype))
         self.n_ctx = n_ctx
         self.n_cls = n_cls
+        self.n_prefix = p
         self.csc = csc
         self.position = class_token_position
         self.init_phrase = prefix
 
         prompts = [f"{prefix} {name}." for name in names]
         try:
-            tokenized = clip.tokenize(prompts, context_length=context_length)
-        except RuntimeError:
-            longest = max(names, key=_token_count)
+            tokenized = backbone.tokenize(prompts)
+        except PromptTooLong:
+            longest = max(names, key=lambda n: len(backbone.token_ids(n)))
             raise ConfigError(
-                f"the prompt for class {longest!r} is longer than CLIP's {context_length} tokens with {n_ctx} context "
-                "tokens; lower TRAINER.COOP.N_CTX or shorten the class name"
+                f"the prompt for class {longest!r} is longer than the text encoder's {context_length} tokens with {n_ctx} "
+                "context tokens; lower TRAINER.COOP.N_CTX or shorten the class name"
             ) from None
         tokenized = tokenized.to(embed.weight.device)
         with torch.no_grad():
             embedding = embed(tokenized).type(dtype)
         # Fixed parts, rebuilt from the class names on load: never saved (CoOp drops them too).
-        self.register_buffer("token_prefix", embedding[:, :1].clone(), persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :].clone(), persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :p].clone(), persistent=False)
+        self.register_buffer("token_suffix", embedding[:, p + n_ctx :].clone(), persistent=False)
         self.register_buffer("tokenized_prompts", tokenized, persistent=False)
-        self.register_buffer("order", self._token_order([_token_count(n) for n in names], context_length), persistent=False)
+        lens = [len(backbone.token_ids(n)) for n in names]
+        self.register_buffer("order", self._token_order(lens, context_length), persistent=False)
 
     def _token_order(self, name_lens: List[int], length: int) -> torch.Tensor:
-        """Per class, the source index of every output token in the ``end`` layout [SOS|ctx|name|rest]."""
+        """Per class, the source index of every output token in the ``end`` layout [prefix|ctx|name|rest]."""
         rows = []
-        m = self.n_ctx
+        m, p = self.n_ctx, self.n_prefix
         for n in name_lens:
-            sos, ctx, name = [0], list(range(1, 1 + m)), list(range(1 + m, 1 + m + n))
-            rest = list(range(1 + m + n, length))
+            sos, ctx, name = list(range(p)), list(range(p, p + m)), list(range(p + m, p + m + n))
+            rest = list(range(p + m + n, length))
             if self.position == "end":
                 row = sos + ctx + name + rest
             elif self.position == "middle":
@@ -137,24 +143,16 @@ class PromptLearner(nn.Module):
 
 
 class PromptTextEncoder(nn.Module):
-    """CLIP's text tower applied to prompt *embeddings* (what ``encode_text`` does after its lookup).
+    """The backbone's text tower applied to prompt *embeddings* (what ``encode_text`` does after its
+    lookup), with the model's own attention mask, positional embedding, pooling and projection.
 
-    It holds references to the frozen CLIP's modules; it is never registered for checkpoints.
+    It holds a reference to the frozen backbone, no parameters; it is never registered for checkpoints.
     """
 
-    def __init__(self, clip_model) -> None:
+    def __init__(self, backbone) -> None:
         super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.dtype = clip_model.dtype
+        self._backbone = as_backbone(backbone)  # not a module attribute: its weights are not this module's
+        self.dtype = self._backbone.text_dtype
 
     def forward(self, prompts: torch.Tensor, tokenized_prompts: torch.Tensor) -> torch.Tensor:
-        x = prompts + self.positional_embedding.type(self.dtype)
-        x = x.permute(1, 0, 2)  # NLD -> LND, as CLIP's transformer expects
-        x = self.transformer(x)
-        x = x.permute(1, 0, 2)
-        x = self.ln_final(x).type(self.dtype)
-        eot = tokenized_prompts.argmax(dim=-1)  # the EOS token has the largest id
-        return x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        return self._backbone.encode_text_embeddings(prompts, tokenized_prompts)
