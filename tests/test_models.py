@@ -110,3 +110,16 @@ def test_half_precision_clip_trains_a_half_context(tiny_clip):
     assert pl.ctx.grad is not None and torch.isfinite(pl.ctx.grad).all()
     with torch.no_grad():
         torch.testing.assert_close(out.float(), tiny_clip.encode_text(pl.tokenized_prompts), atol=1e-2, rtol=1e-2)
+
+
+def test_trimmed_text_tower_equals_the_full_one(tiny_clip):
+    """Running only up to the last EOS (causal attention) gives CLIP's features, and its gradients."""
+    pl = PromptLearner(tiny_clip, CLASSES + ["a much longer class name with many words"], n_ctx=4)
+    full, trim = PromptTextEncoder(tiny_clip), PromptTextEncoder(tiny_clip, trim=True)
+    a = full(pl(), pl.tokenized_prompts)
+    ga = torch.autograd.grad(a.sum(), pl.ctx)[0]
+    b = trim(pl(), pl.tokenized_prompts)
+    gb = torch.autograd.grad(b.sum(), pl.ctx)[0]
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(trim.encode_chunked(pl(), pl.tokenized_prompts, 1), a, rtol=0, atol=1e-5)

@@ -44,16 +44,26 @@ def ckpt_state(path):
 
 
 # ------------------------------------------------------------- every trainer
+def random_inputs(trainer, n):
+    """What the trainer's forward_backward/logits take: raw features, or images (input_kind "images")."""
+    if trainer.input_kind == "images":
+        res = trainer.clip_info.input_resolution
+        return torch.randn(n, 3, res, res)
+    assert trainer.input_kind == "features", trainer.input_kind
+    return torch.randn(n, trainer.clip_info.embed_dim) * 5
+
+
 @pytest.mark.parametrize("name", TRAINERS.names())
 def test_every_trainer_trains_only_its_own_parameters(name, data_root, tmp_path):
-    """timm-style: forward + backward on random features; trainable params get gradients and move,
-    CLIP gets no gradient and stays bit-identical."""
+    """timm-style: forward + backward on random inputs (features, or images for a trainer whose
+    gradient passes through the image tower); trainable params get gradients and move, CLIP gets
+    no gradient and stays bit-identical."""
     trainer = build(name, data_root, tmp_path / "out")
     assert os.path.isfile(trainer_cfg(name, "tiny")), f"{name} needs configs/trainers/{name}/tiny.yaml"
     before = clip_snapshot(trainer)
     assert not any(p.requires_grad for p in trainer.clip_model.parameters())
     torch.manual_seed(0)
-    feats = torch.randn(8, trainer.clip_info.embed_dim) * 5
+    feats = random_inputs(trainer, 8)
     labels = torch.randint(len(trainer.classnames), (8,))
     params = {f"{m}.{n}": p for m, mod in trainer.trainable_modules().items() for n, p in mod.named_parameters()}
     if trainer.uses_training_data:

@@ -12,7 +12,6 @@ import logging
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip_adapter.models.prompt_learner import PromptLearner, PromptTextEncoder
@@ -50,6 +49,9 @@ class CoOp(ClipTrainer):
                     "TRAINER.COOP.CSC False for one shared context that transfers)")
         return None
 
+    #: how CTX_INIT meets N_CTX (clip_adapter/models/prompt_learner.py): CoOp's rule is "phrase"
+    init_rule = "phrase"
+
     def build_head(self) -> None:
         node = self.cfg.TRAINER.COOP
         self.prompt_learner = PromptLearner(
@@ -59,12 +61,13 @@ class CoOp(ClipTrainer):
             ctx_init=node.CTX_INIT,
             csc=bool(node.CSC),
             class_token_position=node.CLASS_TOKEN_POSITION,
+            init_rule=self.init_rule,
         ).to(self.device)
         self.text_encoder = PromptTextEncoder(self.clip_model)
         self.register_model(MODULE, self.prompt_learner)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
         pl = self.prompt_learner
-        log.info("CoOp: %d context tokens (%s, init %r), class token at the %s, %s",
+        log.info("%s: %d context tokens (%s, init %r), class token at the %s, %s", type(self).__name__,
                  pl.n_ctx, "class-specific" if pl.csc else "shared", node.CTX_INIT or "random", pl.position, self.precision)
 
     def class_text_features(self) -> torch.Tensor:
@@ -74,15 +77,3 @@ class CoOp(ClipTrainer):
             txt = self.text_encoder(pl(), pl.tokenized_prompts)
         txt = txt.float()
         return txt / txt.norm(dim=-1, keepdim=True)
-
-    def forward_backward(self, batch) -> Dict[str, float]:
-        if self.scaler is None:
-            return super().forward_backward(batch)
-        feats, labels = batch
-        loss = F.cross_entropy(self.logits(feats), labels)
-        opt = self._optims[MODULE]
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(opt)
-        self.scaler.update()
-        return {"loss": float(loss.item())}
