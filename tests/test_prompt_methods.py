@@ -1,0 +1,135 @@
+"""CoCoOp, KgCoOp, ProGrad and MaPLe against their formulas written out here, on hand-made tensors and
+tiny random CLIPs; the images-in engine path; base-to-novel through train.py for every method."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clip_adapter.config import setup_cfg
+from clip_adapter.errors import ConfigError
+from clip_adapter.models.clip_loader import _clip, load_clip
+from clip_adapter.models.prompt_learner import ConditionalPromptLearner, PromptLearner, PromptTextEncoder
+from clip_adapter.registry import TRAINERS
+from clip_adapter.utils import set_random_seed
+from conftest import SMOKE_DS, trainer_cfg
+
+CLASSES = ["apple", "sea_turtle", "golden retriever dog"]
+METHODS = ["CoCoOp"]
+
+
+@pytest.fixture(scope="module")
+def tiny_clip():
+    model, _ = load_clip("tiny")
+    return model
+
+
+def small_clip(vision_layers=3, text_layers=3, resnet=False):
+    """An in-memory clip.model.CLIP with 3 layers per tower (room for a prompt depth below the top)."""
+    torch.manual_seed(0)
+    vision = dict(vision_layers=(1, 1, 1, 1), vision_width=8, vision_patch_size=None) if resnet else \
+        dict(vision_layers=vision_layers, vision_width=64, vision_patch_size=8)
+    model = _clip().model.CLIP(embed_dim=32, image_resolution=32, context_length=77, vocab_size=49408,
+                               transformer_width=64, transformer_heads=4, transformer_layers=text_layers, **vision)
+    return model.float().eval().requires_grad_(False)
+
+
+def build(name, data_root, out, *opts, shots=4, seed=1):
+    cfg = setup_cfg(SMOKE_DS, trainer_cfg(name), {"DATASET.ROOT": data_root, "OUTPUT_DIR": str(out), "TRAINER.NAME": name,
+                                                   "SEED": seed}, ["DATASET.NUM_SHOTS", str(shots), *opts])
+    set_random_seed(seed)
+    return TRAINERS.get(name)(cfg).build()
+
+
+def unit(x):
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+# ------------------------------------------------------------------------- CoCoOp
+def test_cocoop_context_is_ctx_plus_meta_net_of_each_image(tiny_clip):
+    torch.manual_seed(0)
+    pl = ConditionalPromptLearner(tiny_clip, CLASSES, embed_dim=64, n_ctx=4)
+    assert set(pl.state_dict()) == {"ctx", "meta_net.linear1.weight", "meta_net.linear1.bias",
+                                    "meta_net.linear2.weight", "meta_net.linear2.bias"}  # CoCoOp's keys
+    f = unit(torch.randn(3, 64))
+    out = pl(f)
+    assert out.shape == (3, len(CLASSES), 77, 64)
+    l1, l2 = pl.meta_net.linear1, pl.meta_net.linear2
+    plain = pl()  # the unshifted prompts [C, L, w]
+    for i in range(3):
+        shift = torch.relu(f[i] @ l1.weight.t() + l1.bias) @ l2.weight.t() + l2.bias  # Linear -> ReLU -> Linear
+        for c in range(len(CLASSES)):
+            torch.testing.assert_close(out[i, c, 1:5], pl.ctx + shift, rtol=0, atol=1e-6)
+            assert torch.equal(out[i, c, :1], plain[c, :1]) and torch.equal(out[i, c, 5:], plain[c, 5:])
+    assert l1.weight.shape == (64 // 16, 64) and l2.weight.shape == (64, 64 // 16)
+
+
+def test_cocoop_logits_follow_the_per_image_formula_in_any_chunking(data_root, tmp_path):
+    """logits_i = scale * norm(f_i) . norm(text(ctx + meta_net(norm f_i)))^T, one image at a time
+    through the full (untrimmed) tower; TEXT_CHUNK and the backward grouping change nothing."""
+    tr = build("CoCoOp", data_root, tmp_path / "a", "TRAINER.COCOOP.TEXT_CHUNK", "7")
+    torch.manual_seed(1)
+    feats = torch.randn(5, 64) * 3
+    labels = torch.randint(10, (5,))
+    pl, full = tr.prompt_learner, PromptTextEncoder(tr.clip_model)
+    rows = []
+    for i in range(5):
+        f = unit(feats[i : i + 1])
+        txt = unit(full(pl(f)[0], pl.tokenized_prompts))
+        rows.append(tr.logit_scale * f @ txt.t())
+    expected = torch.cat(rows)
+    with torch.no_grad():
+        torch.testing.assert_close(tr.logits(feats), expected, rtol=0, atol=1e-4)
+    # the grouped backward (TEXT_CHUNK 7 < 10 classes: one image per group) = the whole batch's gradient
+    tr.zero_grads()
+    F.cross_entropy(tr.logits(feats), labels).backward()
+    whole = [p.grad.clone() for p in pl.parameters()]
+    for group in tr.optimizer("prompt_learner").param_groups:
+        group["lr"] = 0.0  # the step leaves the weights alone: compare the gradients it used
+    tr.forward_backward((feats, labels))
+    for p, g in zip(pl.parameters(), whole):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_cocoop_bad_text_chunk_is_one_line(run_train, tmp_path, capsys):
+    assert run_train(tmp_path / "bad", "CoCoOp", "TRAINER.COCOOP.TEXT_CHUNK", "0") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TRAINER.COCOOP.TEXT_CHUNK must be >= 1" in err[0]
+
+
+# --------------------------------------------------------- configs and end to end
+def test_the_method_configs_and_the_reference_file_names_load():
+    import glob
+    import os
+
+    from conftest import REPO
+
+    for method in METHODS:
+        files = sorted(glob.glob(str(REPO / "configs" / "trainers" / method / "*.yaml")))
+        assert {"tiny.yaml", "vit_b16.yaml"} <= {os.path.basename(f) for f in files}
+        for path in files:
+            setup_cfg("", path, {"TRAINER.NAME": method})
+    cfg = setup_cfg("", trainer_cfg("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"))
+    assert (cfg.TRAINER.COCOOP.N_CTX, cfg.TRAINER.COCOOP.CTX_INIT, cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == (4, "a photo of a", 1)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_base_to_novel_for_three_seeds(method, run_train, tmp_path):
+    """train.py on the base half, then --eval-only --model-dir on the new half, seeds 1-3 (CoCoOp's protocol)."""
+    states = []
+    for seed in (1, 2, 3):
+        base, new = tmp_path / f"base{seed}", tmp_path / f"new{seed}"
+        short = ["OPTIM.MAX_EPOCH", "1"]
+        assert run_train(base, method, *short, "DATASET.SUBSAMPLE_CLASSES", "base", seed=seed, shots=2) == 0
+        assert run_train(new, method, *short, "DATASET.SUBSAMPLE_CLASSES", "new", seed=seed, shots=2,
+                         extra=("--eval-only", "--model-dir", str(base))) == 0
+        rb, rn = (json.loads((d / "results.json").read_text()) for d in (base, new))
+        assert (rb["subsample"], rb["num_classes"], rn["subsample"], rn["num_classes"]) == ("base", 5, "new", 5)
+        assert rn["total"] == 50 and rn["eval_only"] and rn["source"]["relation"] == "other classes"
+        assert rn["source"]["seed"] == seed and 0 <= rn["accuracy"] <= 100
+        (ckpt,) = base.glob("*/model.pth.tar-1")
+        states.append(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    key = next(iter(states[0]))
+    assert not torch.equal(states[0][key], states[1][key])  # the seeds train different prompts
