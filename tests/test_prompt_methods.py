@@ -17,7 +17,7 @@ from clip_adapter.utils import set_random_seed
 from conftest import SMOKE_DS, trainer_cfg
 
 CLASSES = ["apple", "sea_turtle", "golden retriever dog"]
-METHODS = ["CoCoOp"]
+METHODS = ["CoCoOp", "KgCoOp"]
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,33 @@ def test_cocoop_bad_text_chunk_is_one_line(run_train, tmp_path, capsys):
     assert run_train(tmp_path / "bad", "CoCoOp", "TRAINER.COCOOP.TEXT_CHUNK", "0") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TRAINER.COCOOP.TEXT_CHUNK must be >= 1" in err[0]
+
+
+# ------------------------------------------------------------------------- KgCoOp
+def test_kgcoop_term_on_hand_made_tensors():
+    from clip_adapter.trainers.kgcoop import text_knowledge_distance
+
+    a = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    b = torch.tensor([[4.0, 3.0], [0.0, 2.0]])
+    # cos = 24/25 and 0 -> 1 - mean = 1 - 0.48
+    assert text_knowledge_distance(a, b).item() == pytest.approx(1 - (24 / 25 + 0) / 2)
+    assert text_knowledge_distance(a, a).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_kgcoop_loss_is_ce_plus_w_times_the_distance_to_the_handcrafted_prompt(data_root, tmp_path):
+    tr = build("KgCoOp", data_root, tmp_path / "kg", "TRAINER.COOP.W", "3.0")
+    # CTX_INIT "a photo of a" *is* the dataset's template: the knowledge term starts at zero
+    with torch.no_grad():
+        w = tr.class_text_features()
+        assert (1 - (w * tr.text_weights).sum(1).mean()).abs().item() < 1e-6
+        tr.prompt_learner.ctx.add_(0.05 * torch.randn_like(tr.prompt_learner.ctx))
+        w = tr.class_text_features()
+        torch.manual_seed(2)
+        feats, labels = torch.randn(6, 64), torch.randint(10, (6,))
+        expected = F.cross_entropy(tr.logit_scale * unit(feats) @ w.t(), labels) + 3.0 * (1 - (w * unit(tr.text_weights)).sum(1).mean())
+    out = tr.forward_backward((feats, labels))
+    assert out["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert out["kg"] > 0 and tr.result_fields() == {"W": 3.0}
 
 
 # --------------------------------------------------------- configs and end to end

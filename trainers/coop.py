@@ -5,6 +5,9 @@ text features are recomputed from the learnable prompts at each step, because th
 gradient takes. ``TRAINER.COOP.PREC``: fp16 (CoOp's default: CLIP and the context in half
 precision), fp32, or amp (fp32 weights, fp16 autocast, a gradient scaler); fp16/amp need CUDA and
 fall back to fp32 elsewhere (``resolve_precision``).
+
+KgCoOp and ProGrad are CoOp with another loss or update rule (trainers/kgcoop.py, prograd.py): they
+read this same TRAINER.COOP node, as their code bases do, so it also carries KgCoOp's weight W.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ class CoOp(ClipTrainer):
         node.PREC = "fp16"
         # end | middle | front
         node.CLASS_TOKEN_POSITION = "end"
+        # KgCoOp's weight of its text-knowledge term (its scripts' 8.0; its train.py declares 1.0);
+        # read by KgCoOp only, declared here because KgCoOp's code reads it from this node.
+        node.W = 8.0
         return {"TRAINER.COOP": node}
 
     @classmethod
