@@ -17,7 +17,7 @@ from clip_adapter.utils import set_random_seed
 from conftest import SMOKE_DS, trainer_cfg
 
 CLASSES = ["apple", "sea_turtle", "golden retriever dog"]
-METHODS = ["CoCoOp", "KgCoOp"]
+METHODS = ["CoCoOp", "KgCoOp", "ProGrad"]
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +124,78 @@ def test_kgcoop_loss_is_ce_plus_w_times_the_distance_to_the_handcrafted_prompt(d
     out = tr.forward_backward((feats, labels))
     assert out["loss"] == pytest.approx(expected.item(), rel=1e-5)
     assert out["kg"] > 0 and tr.result_fields() == {"W": 3.0}
+
+
+# ------------------------------------------------------------------------ ProGrad
+def test_prograd_projection_on_hand_made_vectors():
+    from clip_adapter.trainers.prograd import project_gradient
+
+    g, r = torch.tensor([1.0, 2.0]), torch.tensor([-1.0, 0.0])  # conflict: g . r = -1
+    out = project_gradient(g, r, lam=1.0)
+    torch.testing.assert_close(out, g - (g @ r / (r @ r)) * r)  # = [0, 2]
+    assert out @ r == 0
+    torch.testing.assert_close(project_gradient(g, r, lam=0.5), torch.tensor([0.5, 2.0]))
+    agree = torch.tensor([1.0, 1.0])  # no conflict: g . r = 3 > 0, unchanged
+    assert torch.equal(project_gradient(g, agree), g)
+    torch.testing.assert_close(project_gradient(g, agree, always=True), g - 1.5 * agree)  # vertical_grad
+    assert torch.equal(project_gradient(g, torch.zeros(2)), g)
+
+
+def test_prograd_distillation_is_kl_from_zero_shot_to_the_student():
+    """The cross-entropy form has KL(p_zs || p_student)'s gradient: they differ by T^2 * H(p_zs)."""
+    from clip_adapter.trainers.prograd import distill_loss
+
+    torch.manual_seed(0)
+    s, t, temp = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6), 2.0
+    p = F.softmax(t / temp, -1)
+    kl = F.kl_div(F.log_softmax(s / temp, -1), p, reduction="batchmean") * temp ** 2
+    entropy = -(p * p.log()).sum(1).mean() * temp ** 2
+    torch.testing.assert_close(distill_loss(s, t, temp), kl + entropy)
+    g1, = torch.autograd.grad(distill_loss(s, t, temp), s)
+    g2, = torch.autograd.grad(kl, s)
+    torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("loss, case", [("prograd", "conflict"), ("prograd", "agree"), ("vertical_grad", "agree")])
+def test_prograd_step_uses_the_projected_cross_entropy_gradient(loss, case, data_root, tmp_path):
+    """One ProGrad step on the tiny model: the context's gradient is g_ce projected off g_kl when they
+    conflict (random labels here), g_ce itself when they agree (the zero-shot prediction's labels);
+    vertical_grad projects either way."""
+    from clip_adapter.trainers.prograd import distill_loss
+
+    tr = build("ProGrad", data_root, tmp_path / loss, "LOSS.NAME", loss, "LOSS.LAMBDA", "0.7", "LOSS.T", "2.0")
+    ctx = tr.prompt_learner.ctx
+    torch.manual_seed(3)
+    feats = torch.randn(8, 64) * 4
+    teacher = tr.logit_scale * unit(feats) @ tr.teacher_text.t()
+    labels = torch.randint(10, (8,)) if case == "conflict" else teacher.argmax(1)
+    student = tr.logits(feats)
+    g_ce, = torch.autograd.grad(F.cross_entropy(student, labels), ctx, retain_graph=True)
+    g_kl, = torch.autograd.grad(distill_loss(student, teacher, 2.0), ctx)
+    assert bool((g_ce * g_kl).sum() < 0) == (case == "conflict")
+    if loss == "vertical_grad" or case == "conflict":
+        expected = g_ce - 0.7 * ((g_ce * g_kl).sum() / (g_kl * g_kl).sum()) * g_kl
+    else:
+        expected = g_ce
+    before = ctx.detach().clone()
+    tr.forward_backward((feats, labels))
+    torch.testing.assert_close(ctx.grad, expected, rtol=1e-4, atol=1e-7)
+    assert not torch.equal(ctx, before)
+
+
+def test_prograd_pads_the_phrase_into_the_last_context_slots(tiny_clip):
+    pl = PromptLearner(tiny_clip, CLASSES, n_ctx=6, ctx_init="a photo of a", init_rule="pad")
+    phrase = tiny_clip.token_embedding(_clip().tokenize("a photo of a"))[0, 1:5]
+    assert pl.n_ctx == 6 and torch.equal(pl.ctx[:2], torch.zeros(2, 64)) and torch.equal(pl.ctx[2:], phrase)
+    assert torch.equal(pl.tokenized_prompts, _clip().tokenize([f"X X a photo of a {c.replace('_', ' ')}." for c in CLASSES]))
+    with pytest.raises(ConfigError, match="N_CTX \\(3\\) must be at least the 4 tokens"):
+        PromptLearner(tiny_clip, CLASSES, n_ctx=3, ctx_init="a photo of a", init_rule="pad")
+
+
+def test_prograd_bad_loss_name(run_train, tmp_path, capsys):
+    assert run_train(tmp_path / "bad", "ProGrad", "LOSS.NAME", "progard") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LOSS.NAME must be one of prograd, vertical_grad, kd" in err[0]
 
 
 # --------------------------------------------------------- configs and end to end

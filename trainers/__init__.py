@@ -5,3 +5,4 @@ from clip_adapter.trainers import coop  # noqa: F401
 from clip_adapter.trainers import linear_probe  # noqa: F401
 from clip_adapter.trainers import cocoop  # noqa: F401
 from clip_adapter.trainers import kgcoop  # noqa: F401
+from clip_adapter.trainers import prograd  # noqa: F401
