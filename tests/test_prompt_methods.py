@@ -11,13 +11,14 @@ import torch.nn.functional as F
 from clip_adapter.config import setup_cfg
 from clip_adapter.errors import ConfigError
 from clip_adapter.models.clip_loader import _clip, load_clip
+from clip_adapter.models.deep_prompts import MultiModalPromptLearner, vision_tower_deep
 from clip_adapter.models.prompt_learner import ConditionalPromptLearner, PromptLearner, PromptTextEncoder
 from clip_adapter.registry import TRAINERS
 from clip_adapter.utils import set_random_seed
 from conftest import SMOKE_DS, trainer_cfg
 
 CLASSES = ["apple", "sea_turtle", "golden retriever dog"]
-METHODS = ["CoCoOp", "KgCoOp", "ProGrad"]
+METHODS = ["CoCoOp", "KgCoOp", "ProGrad", "MaPLe"]
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +199,113 @@ def test_prograd_bad_loss_name(run_train, tmp_path, capsys):
     assert len(err) == 1 and "LOSS.NAME must be one of prograd, vertical_grad, kd" in err[0]
 
 
+# -------------------------------------------------------------------------- MaPLe
+def test_maple_learns_the_first_phrase_tokens_and_keeps_the_rest_as_text(tiny_clip):
+    pl = MultiModalPromptLearner(tiny_clip, CLASSES, n_ctx=2, ctx_init="a photo of a", depth=2)
+    tokens = _clip().tokenize([f"a photo of a {c.replace('_', ' ')}." for c in CLASSES])
+    assert torch.equal(pl.tokenized_prompts, tokens)
+    assert torch.equal(pl.ctx, tiny_clip.token_embedding(tokens)[0, 1:3])
+    assert torch.equal(pl()[0], tiny_clip.token_embedding(tokens))  # before training: the template itself
+    keys = set(pl.state_dict())
+    assert keys == {"ctx", "proj.weight", "proj.bias", "compound_prompts_text.0",
+                    "compound_prompt_projections.0.weight", "compound_prompt_projections.0.bias"}  # MaPLe's names
+
+
+def test_maple_towers_without_prompts_are_clips_encoders(tiny_clip):
+    torch.manual_seed(0)
+    images = torch.randn(3, 3, 32, 32)
+    assert torch.equal(vision_tower_deep(tiny_clip.visual, images), tiny_clip.encode_image(images))
+    pl = MultiModalPromptLearner(tiny_clip, CLASSES, n_ctx=2, ctx_init="a photo of a", depth=1)  # J = 1: shallow
+    prompts, shallow, deep_text, deep_vision = pl()
+    assert deep_text == [] and deep_vision == [] and shallow.shape == (2, 64)
+    for trim in (False, True):
+        got = PromptTextEncoder(tiny_clip, trim=trim)(prompts, pl.tokenized_prompts, deep=deep_text)
+        want = tiny_clip.encode_text(pl.tokenized_prompts)
+        if trim:
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        else:
+            assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_maple_prompts_sit_in_layers_below_j_coupled_text_to_vision(depth):
+    """Before block i < J the context positions hold P_i (text) and F_i(P_i) (vision, the last n
+    tokens); at i >= J they hold what block i-1 produced; layer 0 gets ctx and proj(ctx)."""
+    model = small_clip()
+    torch.manual_seed(1)
+    pl = MultiModalPromptLearner(model, CLASSES, n_ctx=2, ctx_init="", depth=depth)
+    prompts, shallow, deep_text, deep_vision = pl()
+    assert len(deep_text) == depth - 1
+    for f, p, v in zip(pl.compound_prompt_projections, pl.compound_prompts_text, deep_vision):
+        torch.testing.assert_close(v, p @ f.weight.t() + f.bias)  # the coupling function F_i
+    seen = {"text": {}, "vision": {}}
+
+    def spy(tower, i):
+        def hook(_module, args, output):
+            seen[tower][i] = (args[0].detach().clone(), output.detach().clone())
+        return hook
+
+    handles = [b.register_forward_hook(spy("text", i)) for i, b in enumerate(model.transformer.resblocks)]
+    handles += [b.register_forward_hook(spy("vision", i)) for i, b in enumerate(model.visual.transformer.resblocks)]
+    images = torch.randn(2, 3, 32, 32)
+    PromptTextEncoder(model)(prompts, pl.tokenized_prompts, deep=deep_text)
+    vision_tower_deep(model.visual, images, shallow, deep_vision)
+    for h in handles:
+        h.remove()
+    n = 2
+    text_in0 = seen["text"][0][0]  # LND
+    torch.testing.assert_close(text_in0[1 : 1 + n], (pl.ctx + model.positional_embedding[1 : 1 + n]).unsqueeze(1).expand(-1, 3, -1))
+    vis_in0 = seen["vision"][0][0]
+    torch.testing.assert_close(vis_in0[-n:], model.visual.ln_pre(shallow).unsqueeze(1).expand(-1, 2, -1))
+    for i in range(1, 3):
+        t_in, t_prev = seen["text"][i][0], seen["text"][i - 1][1]
+        v_in, v_prev = seen["vision"][i][0], seen["vision"][i - 1][1]
+        assert torch.equal(t_in[:1], t_prev[:1]) and torch.equal(t_in[1 + n :], t_prev[1 + n :])
+        assert torch.equal(v_in[:-n], v_prev[:-n])
+        if i < depth:
+            assert torch.equal(t_in[1 : 1 + n], deep_text[i - 1].unsqueeze(1).expand(-1, 3, -1))
+            assert torch.equal(v_in[-n:], deep_vision[i - 1].unsqueeze(1).expand(-1, 2, -1))
+        else:
+            assert torch.equal(t_in, t_prev) and torch.equal(v_in, v_prev)
+
+
+def test_maple_refuses_resnets_and_impossible_depths():
+    with pytest.raises(ConfigError, match="needs an OpenAI CLIP ViT.*ModifiedResNet.*MODEL.BACKBONE.NAME"):
+        MultiModalPromptLearner(small_clip(resnet=True), CLASSES)
+    with pytest.raises(ConfigError, match="PROMPT_DEPTH must be in 1..3"):
+        MultiModalPromptLearner(small_clip(), CLASSES, depth=4)
+    with pytest.raises(ConfigError, match="PROMPT_DEPTH must be in 1..2"):
+        MultiModalPromptLearner(small_clip(vision_layers=2), CLASSES, depth=0)
+
+
+def test_images_trainer_gets_the_planned_crops_and_evaluates_through_its_tower(data_root, tmp_path):
+    """input_kind images: train_batches yields (images, labels) in the epoch plan's order with view e
+    (fresh crops every epoch, the same crops on a replay); predict runs the prompted image tower."""
+    tr = build("MaPLe", data_root, tmp_path / "m", shots=2)
+    assert tr.input_kind == "images"
+    items = tr.dm.dataset.train_x
+    order, views = tr.epoch_plan(0)
+    assert views.tolist() == [0] * len(order)
+    assert tr.epoch_plan(3)[1].tolist() == [3] * len(order)
+    first = list(tr.train_batches(0))
+    again = list(tr.train_batches(0))
+    other = list(tr.train_batches(1))
+    res = tr.clip_info.input_resolution
+    assert first[0][0].shape == (4, 3, res, res)
+    assert torch.equal(torch.cat([y for _, y in first]).cpu(), torch.tensor([items[i].label for i in order.tolist()]))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))
+    assert not torch.equal(first[0][0], other[0][0])
+    before = tr.encoder_stats["images"]
+    logits, labels = tr.predict("test")
+    assert logits.shape == (100, 10) and tr.encoder_stats["images"] - before == 100
+    with torch.no_grad():
+        images = torch.cat([x for x, _ in tr.eval_batches("test")])
+        torch.testing.assert_close(logits, tr.cosine_logits(tr.image_features(images), tr.class_text_features()))
+    from pathlib import Path
+
+    assert not list(Path(tr.cache.root).rglob("shard-*"))  # no image feature was cached for it
+
+
 # --------------------------------------------------------- configs and end to end
 def test_the_method_configs_and_the_reference_file_names_load():
     import glob
@@ -212,6 +320,9 @@ def test_the_method_configs_and_the_reference_file_names_load():
             setup_cfg("", path, {"TRAINER.NAME": method})
     cfg = setup_cfg("", trainer_cfg("CoCoOp", "vit_b16_c4_ep10_batch1_ctxv1"))
     assert (cfg.TRAINER.COCOOP.N_CTX, cfg.TRAINER.COCOOP.CTX_INIT, cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == (4, "a photo of a", 1)
+    cfg = setup_cfg("", trainer_cfg("MaPLe", "vit_b16_c2_ep5_batch4_2ctx"))
+    assert (cfg.TRAINER.MAPLE.PROMPT_DEPTH, cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == (9, 0.0035, 5)
+    assert setup_cfg("", trainer_cfg("MaPLe", "vit_b16_c2_ep5_batch4_2ctx_cross_datasets")).TRAINER.MAPLE.PROMPT_DEPTH == 3
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -6,3 +6,4 @@ from clip_adapter.trainers import linear_probe  # noqa: F401
 from clip_adapter.trainers import cocoop  # noqa: F401
 from clip_adapter.trainers import kgcoop  # noqa: F401
 from clip_adapter.trainers import prograd  # noqa: F401
+from clip_adapter.trainers import maple  # noqa: F401
