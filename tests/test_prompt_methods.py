@@ -337,6 +337,7 @@ def test_base_to_novel_for_three_seeds(method, run_train, tmp_path):
                          extra=("--eval-only", "--model-dir", str(base))) == 0
         rb, rn = (json.loads((d / "results.json").read_text()) for d in (base, new))
         assert (rb["subsample"], rb["num_classes"], rn["subsample"], rn["num_classes"]) == ("base", 5, "new", 5)
+        assert rb["features_mode"] == ("images" if method == "MaPLe" else "cached")
         assert rn["total"] == 50 and rn["eval_only"] and rn["source"]["relation"] == "other classes"
         assert rn["source"]["seed"] == seed and 0 <= rn["accuracy"] <= 100
         (ckpt,) = base.glob("*/model.pth.tar-1")
