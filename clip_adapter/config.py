@@ -206,12 +206,6 @@ def get_cfg_default() -> CN:
     _C.TRAINER = CN()
     _C.TRAINER.NAME = "ZeroshotCLIP"
 
-    # CoCoOp's node, accepted so that CoCoOp's config files load (compatibility: no trainer reads it yet).
-    _C.TRAINER.COCOOP = CN()
-    _C.TRAINER.COCOOP.N_CTX = 16
-    _C.TRAINER.COCOOP.CTX_INIT = ""
-    _C.TRAINER.COCOOP.PREC = "fp16"
-
     # Each trainer adds its own node (TRAINER.COOP, TRAINER.CLIP_ADAPTER, ...) when it registers:
     # see ``add_config_node`` and the ``config_defaults`` of the trainer classes.
 
@@ -268,7 +262,6 @@ COMPAT_KEYS = (
     "MODEL.HEAD.BN", "MODEL.HEAD.DROPOUT",
     "OPTIM.RMSPROP_ALPHA", "OPTIM.STAGED_LR", "OPTIM.NEW_LAYERS", "OPTIM.BASE_LR_MULT",
     "TRAIN.COUNT_ITER", "TEST.EVALUATOR", "TEST.COMPUTE_CMAT",
-    "TRAINER.COCOOP.N_CTX", "TRAINER.COCOOP.CTX_INIT", "TRAINER.COCOOP.PREC",
 )
 
 

@@ -181,3 +181,16 @@ def test_half_precision_clip_trains_a_half_context(openai_tiny):
     half.set_image_precision("fp32")
     assert half.image_dtype == torch.float32 and half.text_dtype == torch.float16
     assert PromptTextEncoder(half)(pl(), pl.tokenized_prompts).dtype == torch.float16
+
+
+def test_trimmed_text_tower_equals_the_full_one(openai_tiny):
+    """Running only up to the last EOS (causal attention) gives CLIP's features, and its gradients."""
+    pl = PromptLearner(openai_tiny, CLASSES + ["a much longer class name with many words"], n_ctx=4)
+    full, trim = PromptTextEncoder(openai_tiny), PromptTextEncoder(openai_tiny, trim=True)
+    a = full(pl(), pl.tokenized_prompts)
+    ga = torch.autograd.grad(a.sum(), pl.ctx)[0]
+    b = trim(pl(), pl.tokenized_prompts)
+    gb = torch.autograd.grad(b.sum(), pl.ctx)[0]
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(trim.encode_chunked(pl(), pl.tokenized_prompts, 1), a, rtol=0, atol=1e-5)

@@ -44,17 +44,34 @@ def ckpt_state(path):
 
 
 # ------------------------------------------------------------- every trainer
+def random_inputs(trainer, n):
+    """What the trainer's forward_backward/logits take: raw features, or images (input_kind "images")."""
+    if trainer.input_kind == "images":
+        res = trainer.clip_info.input_resolution
+        return torch.randn(n, 3, res, res)
+    assert trainer.input_kind == "features", trainer.input_kind
+    return torch.randn(n, trainer.clip_info.embed_dim) * 5
+
+
 @pytest.mark.parametrize("cfg", [c for _, _, c in TINY_BACKBONES])
 @pytest.mark.parametrize("name", TRAINERS.names())
 def test_every_trainer_trains_only_its_own_parameters(name, cfg, data_root, tmp_path):
-    """timm-style, on every backbone family's offline model: forward + backward on random features;
-    trainable params get gradients and move, the backbone gets no gradient and stays bit-identical."""
+    """timm-style, on every backbone family's offline model: forward + backward on random inputs
+    (features, or images for a trainer whose gradient passes through the image tower); trainable
+    params get gradients and move, the backbone gets no gradient and stays bit-identical. A trainer
+    that declares the families it supports is refused in one line on the others."""
+    family, model = next((f, n) for f, n, c in TINY_BACKBONES if c == cfg)
+    families = TRAINERS.get(name).backbone_families
+    if families and family not in families:
+        with pytest.raises(ConfigError, match=f"{name} runs on the .* backbone famil"):
+            build(name, data_root, tmp_path / "out", "MODEL.BACKBONE.FAMILY", family, "MODEL.BACKBONE.NAME", model)
+        return
     assert os.path.isfile(trainer_cfg(name, cfg)), f"{name} needs configs/trainers/{name}/{cfg}.yaml"
     trainer = build(name, data_root, tmp_path / "out", cfg=cfg)
     before = clip_snapshot(trainer)
     assert not any(p.requires_grad for p in trainer.clip_model.parameters())
     torch.manual_seed(0)
-    feats = torch.randn(8, trainer.clip_info.embed_dim) * 5
+    feats = random_inputs(trainer, 8)
     labels = torch.randint(len(trainer.classnames), (8,))
     params = {f"{m}.{n}": p for m, mod in trainer.trainable_modules().items() for n, p in mod.named_parameters()}
     if trainer.uses_training_data:

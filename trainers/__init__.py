@@ -3,3 +3,7 @@ from clip_adapter.trainers import zeroshot_clip  # noqa: F401
 from clip_adapter.trainers import clip_adapter  # noqa: F401
 from clip_adapter.trainers import coop  # noqa: F401
 from clip_adapter.trainers import linear_probe  # noqa: F401
+from clip_adapter.trainers import cocoop  # noqa: F401
+from clip_adapter.trainers import kgcoop  # noqa: F401
+from clip_adapter.trainers import prograd  # noqa: F401
+from clip_adapter.trainers import maple  # noqa: F401

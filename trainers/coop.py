@@ -10,6 +10,9 @@ The prompts run through the backbone's own text tower (``backbone.encode_text_em
 attention mask, pooling and context length), so CoOp runs on open_clip's models as on OpenAI's.
 SigLIP (sigmoid-trained backbones): the context trains with CoOp's softmax cross-entropy over the
 classes on the backbone's scale and bias (the bias cancels in the softmax), not SigLIP's sigmoid loss.
+
+KgCoOp and ProGrad are CoOp with another loss or update rule (trainers/kgcoop.py, prograd.py): they
+read this same TRAINER.COOP node, as their code bases do, so it also carries KgCoOp's weight W.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import logging
 from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip_adapter.models.prompt_learner import PromptLearner, PromptTextEncoder
@@ -45,6 +47,9 @@ class CoOp(ClipTrainer):
         node.PREC = "fp16"
         # end | middle | front
         node.CLASS_TOKEN_POSITION = "end"
+        # KgCoOp's weight of its text-knowledge term (its scripts' 8.0; its train.py declares 1.0);
+        # read by KgCoOp only, declared here because KgCoOp's code reads it from this node.
+        node.W = 8.0
         return {"TRAINER.COOP": node}
 
     @classmethod
@@ -57,6 +62,9 @@ class CoOp(ClipTrainer):
                     "TRAINER.COOP.CSC False for one shared context that transfers)")
         return None
 
+    #: how CTX_INIT meets N_CTX (clip_adapter/models/prompt_learner.py): CoOp's rule is "phrase"
+    init_rule = "phrase"
+
     def build_head(self) -> None:
         node = self.cfg.TRAINER.COOP
         self.prompt_learner = PromptLearner(
@@ -66,12 +74,13 @@ class CoOp(ClipTrainer):
             ctx_init=node.CTX_INIT,
             csc=bool(node.CSC),
             class_token_position=node.CLASS_TOKEN_POSITION,
+            init_rule=self.init_rule,
         ).to(self.device)
         self.text_encoder = PromptTextEncoder(self.backbone)
         self.register_model(MODULE, self.prompt_learner)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
         pl = self.prompt_learner
-        log.info("CoOp: %d context vectors (%s, init %r), class token at the %s, %s",
+        log.info("%s: %d context vectors (%s, init %r), class token at the %s, %s", type(self).__name__,
                  pl.n_ctx, "class-specific" if pl.csc else "shared", node.CTX_INIT or "random", pl.position, self.precision)
 
     def class_text_features(self) -> torch.Tensor:
@@ -81,15 +90,3 @@ class CoOp(ClipTrainer):
             txt = self.text_encoder(pl(), pl.tokenized_prompts)
         txt = txt.float()
         return txt / txt.norm(dim=-1, keepdim=True)
-
-    def forward_backward(self, batch) -> Dict[str, float]:
-        if self.scaler is None:
-            return super().forward_backward(batch)
-        feats, labels = batch
-        loss = F.cross_entropy(self.logits(feats), labels)
-        opt = self._optims[MODULE]
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(opt)
-        self.scaler.update()
-        return {"loss": float(loss.item())}

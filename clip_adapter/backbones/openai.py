@@ -217,6 +217,15 @@ class OpenAIBackbone(Backbone):
         return backbone
 
     @classmethod
+    def from_model(cls, model, name: str = "in-memory") -> "OpenAIBackbone":
+        """A ``clip.model.CLIP`` built in code (tests, notebooks) behind the seam, frozen, fp32 as it is;
+        its identity says it is no published weights (weights ``random``), so no cache entry is shared."""
+        res, width = int(model.visual.input_resolution), int(model.text_projection.shape[1])
+        identity = BackboneIdentity(cls.family, name, RANDOM_WEIGHTS)
+        return cls(model, identity, Preprocess((res, res), OPENAI_MEAN, OPENAI_STD, "bicubic", "shortest"), embed_dim=width,
+                   context_length=int(model.context_length), logit_scale=float(model.logit_scale.exp().item()))
+
+    @classmethod
     def expected_preprocess(cls, spec: BackboneSpec) -> Optional[Preprocess]:
         name = spec.name
         if spec.weights and spec.weights != "openai":

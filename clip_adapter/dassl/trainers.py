@@ -188,10 +188,17 @@ class DasslTrainer(TrainerX):
             return
         super().train()
 
+    def core_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """What the project trainer's ``forward_backward``/``logits`` take: the frozen encoder's
+        features, or the images themselves for a trainer whose gradient passes through the image
+        tower (``input_kind = "images"``, e.g. MaPLe)."""
+        if self.core.input_kind == "images":
+            return images
+        return self.core.encode_images(images).clone()  # clone(): out of inference mode, for autograd
+
     def forward_backward(self, batch) -> Dict[str, float]:
         images, labels, _ = self.parse_batch_train(batch)
-        feats = self.core.encode_images(images).clone()  # clone(): out of inference mode, for autograd
-        return self.core.forward_backward((feats, labels))
+        return self.core.forward_backward((self.core_inputs(images), labels))
 
     def after_epoch(self) -> None:
         self.update_lr()  # once per epoch, before Dassl saves, as CoOp's trainers do
@@ -208,7 +215,7 @@ class DasslTrainer(TrainerX):
 
     # ------------------------------------------------------------- evaluate
     def model_inference(self, input: torch.Tensor) -> torch.Tensor:
-        logits = self.core.logits(self.core.encode_images(input).clone()).float()
+        logits = self.core.logits(self.core_inputs(input)).float()
         if self._outputs is not None:
             self._outputs[0].append(logits.cpu())
         return logits

@@ -10,6 +10,13 @@ epoch e, augmented view ``e mod K`` (cached) or view ``e`` (exact: a new crop ev
 reused), where view v of an image is the crop/flip seeded by (image, v). With K >= MAX_EPOCH the
 two modes therefore see identical inputs and train to the same weights (tests/test_features.py);
 with the default K < MAX_EPOCH cached mode cycles through its K views, each used equally often.
+
+Trainers whose gradient passes through the image encoder (``input_kind = "images"``, e.g. MaPLe's
+prompts inside the vision tower) cannot use stored features: ``train_batches`` then yields
+``(images, labels)`` from the same plan and loader as exact mode (view ``e`` in epoch e, a fresh
+crop every epoch), ``logits`` receives the image tensors, and ``predict`` streams each split's
+images through the test transform. Nothing image-side is cached for them; the fixed-prompt text
+classifier still comes from the cache.
 """
 from __future__ import annotations
 
@@ -64,13 +71,21 @@ class ClipTrainer(TrainerBase):
         self.precision = resolve_precision(requested, self.device)
         if self.prec_node and self.precision != requested.lower():
             log.info("Precision %s needs CUDA; using %s on %s", requested, self.precision, self.device.type)
+        spec = BackboneSpec.from_cfg(cfg)
+        if self.backbone_families and spec.family not in self.backbone_families:
+            raise ConfigError(f"{type(self).__name__} runs on the {', '.join(self.backbone_families)} backbone family only "
+                              f"(MODEL.BACKBONE.FAMILY is {spec.family!r}); pick a backbone of that family")
         t0 = time.perf_counter()
         self.backbone = load_backbone(BackboneSpec.from_cfg(cfg), self.device, "fp16" if self.precision == "fp16" else "fp32")
         self.clip_load_seconds = time.perf_counter() - t0
         self.clip_model, self.clip_info = self.backbone.model, self.backbone
         # Size and statistics are the weights' (an empty INPUT key takes them; a disagreeing one fails).
         self.input_spec, _ = resolve_input(cfg, self.backbone.preprocess, self.backbone.identity.label)
-        self._set_image_encoder_precision(cfg.FEATURES.PREC)
+        if self.input_kind == "images":
+            # The image tower is on the trainable path: it runs at the trainer's PREC, not FEATURES.PREC.
+            self.feature_precision = "fp16" if self.backbone.image_dtype == torch.float16 else "fp32"
+        else:
+            self._set_image_encoder_precision(cfg.FEATURES.PREC)
         if self.backbone.identity.offline or cfg.DATASET.NAME == "Smoke":
             log.info("NOTE: offline pipeline check (tiny random backbone and/or synthetic smoke data): accuracies mean nothing")
         self.logit_scale = self.backbone.logit_scale
@@ -173,17 +188,23 @@ class ClipTrainer(TrainerBase):
             self._split_feats[split] = (feats, labels)
         return self._split_feats[split]
 
-    def _encode_stream(self, items, views: List[Optional[int]], transform, batch_size: int) -> Iterator[Tuple[torch.Tensor, List[int]]]:
-        """Encode ``items`` in order, batch by batch (exact mode): decoding in DataLoader workers,
-        view v of an item cropped with the seed of (item, v); yields (fp32 CPU features, positions)."""
+    def image_stream(self, items, views: List[Optional[int]], transform, batch_size: int) -> Iterator[Tuple[torch.Tensor, List[int]]]:
+        """``items`` as image tensors in order, batch by batch: decoding in DataLoader workers, view v
+        of an item cropped with the seed of (item, v) (None: the transform as it is, e.g. the test
+        one); yields (CPU image batch, positions in ``items``)."""
         seed_for = None
         if any(v is not None for v in views):
             seed_for = ViewSeeds([d.impath for d in items], views, self.cfg.DATASET.ROOT)
         workers = int(self.cfg.DATALOADER.NUM_WORKERS) if len(items) > batch_size else 0
         loader = build_loader(items, transform, batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
         for batch in loader:
+            yield batch["img"], batch["index"].tolist()
+
+    def _encode_stream(self, items, views: List[Optional[int]], transform, batch_size: int) -> Iterator[Tuple[torch.Tensor, List[int]]]:
+        """``image_stream`` through the frozen encoder (exact mode); yields (fp32 CPU features, positions)."""
+        for images, pos in self.image_stream(items, views, transform, batch_size):
             # clone() outside inference mode: a plain tensor that autograd may save for backward
-            yield self.encode_images(batch["img"]).cpu().clone(), batch["index"].tolist()
+            yield self.encode_images(images).cpu().clone(), pos
 
     def train_view_features(self) -> torch.Tensor:
         """[K, N, D] raw features of the K cached augmented views of every training image."""
@@ -208,7 +229,8 @@ class ClipTrainer(TrainerBase):
         order: a shuffle seeded by (SEED, epoch) (so resuming replays it), cut to whole batches
         when there is at least one, as Dassl's training loader does (drop_last).
         views: ``epoch mod K`` in cached mode (each of the K views used equally often; the first
-        K epochs see exactly the paper's fresh crops), ``epoch`` in exact mode (never reused).
+        K epochs see exactly the paper's fresh crops), ``epoch`` in exact mode and for trainers that
+        take images (never reused).
         """
         n = len(self.dm.dataset.train_x)
         g = torch.Generator().manual_seed(int(self.cfg.SEED) * 1_000_003 + epoch)
@@ -216,15 +238,22 @@ class ClipTrainer(TrainerBase):
         bs = int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
         if n >= bs:
             order = order[: n - n % bs]
-        view = epoch if self.cfg.FEATURES.MODE == "exact" else epoch % self.num_train_views()
+        fresh = self.cfg.FEATURES.MODE == "exact" or self.input_kind == "images"
+        view = epoch if fresh else epoch % self.num_train_views()
         return order, torch.full((len(order),), view, dtype=torch.long)
 
     def train_batches(self, epoch: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of (raw image features, labels) for one epoch, from the cache or the encoder."""
+        """Batches of (raw image features, labels) for one epoch, from the cache or the encoder;
+        (augmented images, labels) for a trainer with ``input_kind = "images"``."""
         items = self.dm.dataset.train_x
         labels = torch.tensor([d.label for d in items], dtype=torch.long)
         order, views = self.epoch_plan(epoch)
         bs = int(self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+        if self.input_kind == "images":  # the exact-mode loader, without the frozen encoder
+            chosen = [items[i] for i in order.tolist()]
+            for images, pos in self.image_stream(chosen, views.tolist(), self.tfm_train, bs):
+                yield images.to(self.device), labels[order[pos]].to(self.device)
+            return
         if self.cfg.FEATURES.MODE == "cached":
             bank = self.train_view_features()
             for start in range(0, len(order), bs):
@@ -270,11 +299,16 @@ class ClipTrainer(TrainerBase):
         frozen = getattr(self, "_frozen_text", None)
         return frozen if frozen is not None else self.class_text_features()
 
-    def logits(self, image_feats: torch.Tensor) -> torch.Tensor:
-        """Zero-shot logits: logit_scale * norm(image) . norm(text)^T + logit_bias. Heads override this."""
+    def cosine_logits(self, image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+        """The backbone's logits: logit_scale * norm(image) . text^T + logit_bias (text rows already unit
+        length; the bias is 0 for CLIP, SigLIP's learned bias otherwise), fp32."""
         img = image_feats.float()
         img = img / img.norm(dim=-1, keepdim=True)
-        return self.logit_scale * img @ self.current_text_features().t() + self.logit_bias
+        return self.logit_scale * img @ text_feats.float().t() + self.logit_bias
+
+    def logits(self, image_feats: torch.Tensor) -> torch.Tensor:
+        """Zero-shot logits: logit_scale * norm(image) . norm(text)^T + logit_bias. Heads override this."""
+        return self.cosine_logits(image_feats, self.current_text_features())
 
     def forward_backward(self, batch) -> Dict[str, float]:
         feats, labels = batch
@@ -282,15 +316,33 @@ class ClipTrainer(TrainerBase):
         self.step(loss)
         return {"loss": float(loss.item())}
 
+    def eval_batches(self, split: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs on the device, labels) of a split in order, DATALOADER.TEST.BATCH_SIZE at a time:
+        raw features (cached, or encoded once in exact mode), or for ``input_kind = "images"`` the
+        images through the test transform (their features depend on what the trainer learned)."""
+        bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
+        if self.input_kind == "images":
+            items = getattr(self.dm.dataset, "train_x" if split == "train" else split)
+            labels = torch.tensor([d.label for d in items], dtype=torch.long)
+            for images, pos in self.image_stream(items, [None] * len(items), self.tfm_test, bs):
+                yield images.to(self.device), labels[pos]
+            return
+        feats, labels = self.split_features(split)
+        for i in range(0, len(feats), bs):
+            yield feats[i : i + bs].to(self.device), labels[i : i + bs]
+
     @torch.no_grad()
     def predict(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) of every image of a split, in order: the one evaluation path of every
         trainer. The class text side is computed once, then ``logits`` runs batch by batch."""
-        feats, labels = self.split_features(split)
-        bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
         self._frozen_text = self.class_text_features()
+        out, labels = [], []
         try:
-            out = [self.logits(feats[i : i + bs].to(self.device)).float().cpu() for i in range(0, len(feats), bs)]
+            for inputs, y in self.eval_batches(split):
+                out.append(self.logits(inputs).float().cpu())
+                labels.append(y)
         finally:
             self._frozen_text = None
-        return (torch.cat(out) if out else torch.empty(0, len(self.classnames))), labels
+        if not out:
+            return torch.empty(0, len(self.classnames)), torch.empty(0, dtype=torch.long)
+        return torch.cat(out), torch.cat(labels)

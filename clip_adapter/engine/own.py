@@ -56,4 +56,6 @@ class OwnEngine:
             val_metrics = trainer.evaluate("val", quiet=True)
             log.info("val accuracy: %.2f%%", val_metrics["accuracy"])
         metrics = trainer.evaluate("test")
-        return RunOutcome(trainer, metrics, val_metrics, transfer)
+        # a trainer that takes images never reads the feature cache, whatever FEATURES.MODE says
+        mode = "images" if trainer_cls.input_kind == "images" else ""
+        return RunOutcome(trainer, metrics, val_metrics, transfer, features_mode=mode)

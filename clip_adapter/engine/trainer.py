@@ -68,6 +68,8 @@ class TrainerBase:
     #: True: the number depends on the few-shot training data (shots and seed); False: training-free
     #: (zero-shot), one evaluation per dataset is enough and there is no checkpoint.
     uses_training_data: bool = True
+    #: The backbone families (``clip_adapter.backbones``) the method is written for; empty: every family.
+    backbone_families: tuple = ()
 
     @classmethod
     def config_defaults(cls) -> Dict[str, "CN"]:
@@ -152,14 +154,34 @@ class TrainerBase:
         it fills the registered modules, and the engine that calls it saves them."""
         raise NotImplementedError
 
+    #: A ``torch.amp.GradScaler`` while a trainer runs with PREC amp (the trainers that offer amp set it).
+    scaler: Optional["torch.amp.GradScaler"] = None
+
     def step(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss``: ``zero_grads``, ``backward``, ``apply_grads``."""
+        self.zero_grads()
+        self.backward(loss)
+        self.apply_grads()
+
+    def zero_grads(self) -> None:
         for opt in self._optims.values():
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
-        loss.backward()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Accumulate ``loss``'s gradients (scaled under amp); a step may call it several times."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def apply_grads(self) -> None:
+        """Every optimiser steps on the accumulated gradients (unscaled and checked under amp)."""
         for opt in self._optims.values():
             if opt is not None:
-                opt.step()
+                if self.scaler is not None:
+                    self.scaler.step(opt)
+                else:
+                    opt.step()
+        if self.scaler is not None:
+            self.scaler.update()
 
     def set_mode(self, train: bool) -> None:
         for name, module in self._modules.items():
