@@ -11,13 +11,12 @@ never averaged in). Base-to-novel: HM is the harmonic mean of the seed-averaged 
 accuracies, and the Average row is the HM of the averaged base and new, as CoCoOp reports it.
 
 This module imports nothing from the engine or the trainers: it reads JSON and it is quick to
-start, which is why the scripts also use :func:`variant_suffix` from here to name run folders.
+start. Row labels use the planner's variant names (clip_adapter/app/experiments/naming.py).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -32,6 +31,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate, tabulate_formats
 
+from clip_adapter.app.experiments.naming import opt_pairs as _pairs
+from clip_adapter.app.experiments.naming import variant_suffix
 from clip_adapter.errors import UserError
 from clip_adapter.utils import atomic_write_bytes, atomic_write_text
 
@@ -41,107 +42,12 @@ RESULTS_FILE = "results.json"
 PUBLISHED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "published.json")
 EXPECTED_SEEDS = 3
 
-# Keys the scripts set from their own arguments: never part of a run's variant, and refused as
-# extra opts (pass them as the script's argument instead).
-SCRIPT_KEYS = (
-    "DATASET.NUM_SHOTS",
-    "DATASET.SUBSAMPLE_CLASSES",
-    "DATASET.ROOT",
-    "SEED",
-    "OUTPUT_DIR",
-    "RESUME",
-    "TRAINER.NAME",
-    "EXPERIMENT.SOURCE",
-    "EXPERIMENT.SWEEP_KEY",
-)
-# Keys that do not change a run's numbers, so they do not make a new variant (folder, table row).
-NEUTRAL_KEYS = (
-    "FEATURES.CACHE_DIR",
-    "FEATURES.BATCH_SIZE",
-    "DATALOADER.NUM_WORKERS",
-    "DATALOADER.TEST.BATCH_SIZE",
-    "MODEL.BACKBONE.CACHE_DIR",
-    "DATASET.DOWNLOAD",
-    "TRAIN.PRINT_FREQ",
-    "TRAIN.CHECKPOINT_FREQ",
-    "VERBOSE",
-)
-# Short names in folder names, CoOp style (``nctx16_cscFalse_ctpend``); other keys use their last part.
-SHORT_NAMES = {
-    "TRAINER.COOP.N_CTX": "nctx",
-    "TRAINER.COOP.CSC": "csc",
-    "TRAINER.COOP.CLASS_TOKEN_POSITION": "ctp",
-    "TRAINER.COOP.CTX_INIT": "ctxinit",
-    "TRAINER.CLIP_ADAPTER.RATIO": "ratio",
-    "TRAINER.CLIP_ADAPTER.REDUCTION": "red",
-    "TRAINER.CLIP_ADAPTER.TYPE": "type",
-    "OPTIM.MAX_EPOCH": "ep",
-    "OPTIM.LR": "lr",
-    "DATALOADER.TRAIN_X.BATCH_SIZE": "bs",
-}
-MAX_SUFFIX = 64
 # The CoOp benchmark's usual column order; other datasets follow alphabetically.
 DATASET_ORDER = [
     "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101",
     "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT", "UCF101",
 ]
 METHOD_ORDER = ["ZeroshotCLIP", "ZeroshotCLIP2", "LinearProbeCLIP", "CoOp", "CLIP_Adapter"]
-
-
-# ------------------------------------------------------------------ variants
-def _pairs(opts: Sequence[str], source: str) -> "OrderedDict[str, str]":
-    opts = [str(o) for o in opts]
-    if len(opts) % 2:
-        raise UserError(f"{source}: KEY VALUE pairs expected, got an odd number of items: {' '.join(opts)}")
-    pairs: "OrderedDict[str, str]" = OrderedDict()
-    for key, value in zip(opts[0::2], opts[1::2]):
-        pairs.pop(key, None)
-        pairs[key] = value  # the last one wins, as in the config merge
-    return pairs
-
-
-def variant_pairs(opts: Sequence[str], forbid_script_keys: bool = False, source: str = "extra opts") -> List[Tuple[str, str]]:
-    """The ``KEY VALUE`` overrides that define a variant of a configuration, in a fixed order."""
-    pairs = _pairs(opts, source)
-    out = []
-    for key, value in pairs.items():
-        if key in SCRIPT_KEYS:
-            if forbid_script_keys:
-                raise UserError(f"{source}: {key} is set by the script from its arguments; pass it there, not as an extra opt")
-            continue
-        if key in NEUTRAL_KEYS:
-            continue
-        out.append((key, value))
-    order = list(SHORT_NAMES)  # CoOp's order first (nctx, csc, ctp), then the others by key
-    return sorted(out, key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
-
-
-def variant_suffix(opts: Sequence[str], forbid_script_keys: bool = False) -> str:
-    """A short, stable name for extra opts: ``nctx16_cscFalse_ctpend``; a hash when that is ambiguous or long.
-
-    The same opts (in any order) always give the same name; the scripts use it as a folder level
-    and the tables as part of the row label, so both agree on what a variant is.
-    """
-    pairs = variant_pairs(opts, forbid_script_keys)
-    if not pairs:
-        return ""
-    names = [SHORT_NAMES.get(k) or k.rsplit(".", 1)[-1].lower().replace("_", "") for k, _ in pairs]
-    values = [re.sub(r"[^A-Za-z0-9.+-]+", "_", v).strip("_") or "none" for _, v in pairs]
-    readable = "_".join(n + v for n, v in zip(names, values))
-    if len(set(names)) == len(names) and len(readable) <= MAX_SUFFIX:
-        return readable
-    canonical = "\n".join(f"{k}={v}" for k, v in pairs)
-    return "opts-" + hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:10]
-
-
-def suffix_cli(argv: Sequence[str]) -> int:
-    """``python -c 'from clip_adapter.results import suffix_cli; ...' KEY VALUE ...``: the scripts' folder suffix."""
-    try:
-        print(variant_suffix(list(argv), forbid_script_keys=True))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 # ---------------------------------------------------------------------- runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from typing import IO, Dict, List, Optional, Sequence, Tuple
@@ -170,9 +171,10 @@ def _summary(outcome: Outcome, plan: Plan, seconds: float, stream: IO) -> None:
     print(f"sweep: {', '.join(parts)} ({fmt_s(seconds)} wall)", file=stream)
 
 
-def execute(runs: Sequence[Run], args: argparse.Namespace, conf: Optional[Dict], stream: IO = sys.stdout) -> int:
+def execute(runs: Sequence[Run], args: argparse.Namespace, conf: Optional[Dict], stream: Optional[IO] = None) -> int:
     """Run (or show) ``runs`` as the options say: --status, --dry-run, the foreground (no sweep
     option), the local pool or SLURM. Returns the exit status (see the module docstring)."""
+    stream = stream or sys.stdout
     if args.status:
         counts = print_status(runs, StatusReader(runs), stream)
         return exit_status(counts, len(runs))

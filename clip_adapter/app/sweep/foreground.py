@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import IO, Dict, List
+from typing import IO, Dict, List, Optional
 
 from clip_adapter.app.sweep.attempt import BUSY, FINISHED, Attempt, finish_attempt, start_attempt
 from clip_adapter.app.sweep.jobs import Plan, Run, is_finished
@@ -32,7 +32,8 @@ def _in_order(plan: Plan) -> List[Run]:
     return sorted(plan.runs, key=lambda r: (depth_of(r.output_dir), position[r.output_dir]))
 
 
-def run_in_foreground(plan: Plan, stream: IO = sys.stdout) -> int:
+def run_in_foreground(plan: Plan, stream: Optional[IO] = None) -> int:
+    stream = stream or sys.stdout
     failed: Dict[str, str] = {}  # run -> why
     busy: List[str] = []
     for run in _in_order(plan):

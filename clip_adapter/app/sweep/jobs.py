@@ -108,7 +108,7 @@ class Resolver:
     def _refuse(message: str) -> None:
         raise UserError(message)
 
-    def __call__(self, args: List[str], cwd: str, where: str) -> Tuple[Tuple[str, ...], str, str, Tuple]:
+    def __call__(self, args: List[str], cwd: str, where: str, cache_env: str = "") -> Tuple[Tuple[str, ...], str, str, Tuple]:
         from clip_adapter.config import setup_cfg
 
         try:
@@ -127,7 +127,7 @@ class Resolver:
             raise UserError(f"{where}: {exc}") from None
         if cfg.FEATURES.MODE != "cached":
             return after, "", "", ()
-        cache = cfg.FEATURES.CACHE_DIR or os.environ.get("CLIP_ADAPTER_FEATURE_CACHE", "")
+        cache = cfg.FEATURES.CACHE_DIR or cache_env
         key = [absolute(cfg.DATASET.ROOT), cfg.DATASET.NAME, cfg.MODEL.BACKBONE.NAME, list(cfg.INPUT.SIZE), cfg.INPUT.INTERPOLATION,
                cfg.INPUT.PRESET, list(cfg.INPUT.PIXEL_MEAN), list(cfg.INPUT.PIXEL_STD), cfg.FEATURES.PREC, absolute(cache)]
         weight = (not ns.eval_only, cfg.DATASET.SUBSAMPLE_CLASSES == "all", int(cfg.DATASET.NUM_SHOTS))
@@ -165,12 +165,14 @@ def read_joblist(path: str) -> List[JobSpec]:
     return specs
 
 
-def build_runs(specs: Iterable[JobSpec], cwd: Optional[str] = None) -> List[Run]:
+def build_runs(specs: Iterable[JobSpec], cwd: Optional[str] = None, env: Optional[Dict[str, str]] = None) -> List[Run]:
     """Resolve job specs (relative folders against ``cwd``): train.py commands are parsed for their
     dependencies and cache group; the same run listed twice is kept once; two commands for one
-    folder are refused."""
+    folder are refused. The runs get the CLIP_ADAPTER_* variables of this process, ``env`` on top."""
     cwd = os.path.abspath(cwd or os.getcwd())
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(ENV_PREFIX)))
+    run_env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    run_env.update(env or {})
+    env_items = tuple(sorted(run_env.items()))
     resolver: Optional[Resolver] = None
     runs: List[Run] = []
     seen: Dict[str, JobSpec] = {}
@@ -188,11 +190,11 @@ def build_runs(specs: Iterable[JobSpec], cwd: Optional[str] = None) -> List[Run]
         args = train_args(spec.cmd)
         if args is not None:
             resolver = resolver or Resolver()
-            more, group, label, weight = resolver(args, cwd, where)
+            more, group, label, weight = resolver(args, cwd, where, run_env.get("CLIP_ADAPTER_FEATURE_CACHE", ""))
             deps += tuple(d for d in more if d not in deps)
         if out in deps:
             raise UserError(f"{where}: the run {out} waits for itself (--model-dir/--resume/after names its own folder)")
-        runs.append(Run(out, spec.cmd, cwd, env, deps, group, label, weight, spec.output_dir))
+        runs.append(Run(out, spec.cmd, cwd, env_items, deps, group, label, weight, spec.output_dir))
     return runs
 
 
