@@ -30,6 +30,7 @@ from clip_adapter.app.sweep import cli as sweep_cli
 from clip_adapter.app.sweep.jobs import JobSpec, build_runs, describe_plan, is_finished, make_plan
 from clip_adapter.app.sweep.status import EXIT_OK, EXIT_USAGE
 from clip_adapter.errors import UserError
+from clip_adapter.plugins import load_all
 
 KEY_RE = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
 
@@ -283,6 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_OK if argv else EXIT_USAGE
     name, argv = argv[0], argv[1:]
     try:
+        load_all()  # built-in and plugin trainers/datasets; a broken plugin is reported here, once
         sweep_argv, rest = sweep_cli.split_options(argv)
         if name == "reproduce":
             return _reproduce(rest, sweep_argv)
