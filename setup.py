@@ -17,6 +17,8 @@ setup(
         "clip_adapter.models",
         "clip_adapter.dassl",
         "clip_adapter.app",
+        "clip_adapter.app.experiments",
+        "clip_adapter.app.sweep",
         "clip_adapter.trainers",
         "clip_adapter.datasets",
     ],
@@ -38,7 +40,7 @@ setup(
         "filelock",
         "scikit-learn",  # LinearProbeCLIP: logistic regression (CoOp's linear-probe protocol)
         "scipy",
-        "submitit>=1.5",  # clip_adapter.sweep: runs sweeps on SLURM (and its local executor)
+        "submitit>=1.5",  # clip_adapter.app.sweep: runs sweeps on SLURM (and its local executor)
     ],
     extras_require={
         "test": ["pytest"],
@@ -46,5 +48,5 @@ setup(
         # on no package index: install it from its git repository first (docs/readme_parts/dassl.md).
         "dassl": ["yacs", "gdown", "tabulate", "tqdm", "scipy", "scikit-learn", "ftfy", "regex", "tensorboard", "wilds"],
     },
-    entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.app.train:main"]},
+    entry_points={"console_scripts": ["clip-adapter=clip_adapter.app.commands:main", "clip-adapter-train=clip_adapter.app.train:main"]},
 )
