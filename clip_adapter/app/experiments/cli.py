@@ -157,13 +157,13 @@ def plan_xd_test(args: List[str], s: Settings) -> List[Run]:
 def plan_ablation(args: List[str], s: Settings) -> List[Run]:
     ds_name, cfg, shots_text, key, values_text, *rest = args
     shots = integer(shots_text, "SHOTS", positive=True)
-    values = values_text.split(",")
-    if any(not v.strip() for v in values):
-        raise UserError(f"empty value in {values_text!r}: pass the values comma-separated without blanks, e.g. 0,0.2,0.4")
+    if re.search(r"(^|,)\s*(,|$)", values_text):
+        raise UserError(f"empty value in {values_text!r}: pass the values separated by commas (or spaces), e.g. 0,0.2,0.4")
+    values = split_list(values_text)
     trainer = optional(rest, "CLIP_Adapter")
     ds, m = lookup.dataset(ds_name), method(trainer, cfg, rest)
     s.data_for([ds])
-    return ablation(s, ds, m, shots, key, [v.strip() for v in values], s.seeds)
+    return ablation(s, ds, m, shots, key, values, s.seeds)
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,8 @@ def print_help(name: Optional[str]) -> None:
     print(usage(name) + "\n\n" + e.about + "\n")
     print(__doc__.split("\n\n", 1)[1])
     print("sweep options (anywhere before a lone --):")
-    print(sweep_cli.option_parser().format_help().split("\n", 2)[-1])
+    text = sweep_cli.option_parser().format_help()
+    print(text[text.index("\n\n") + 2:])
 
 
 def plan_runs(name: str, args: Sequence[str], s: Settings) -> List[Run]:

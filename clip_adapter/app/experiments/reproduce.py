@@ -52,7 +52,11 @@ def split_list(values: Optional[Sequence[str]]) -> Optional[List[str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bash scripts/reproduce.sh (clip-adapter experiment reproduce)", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+                                usage="%(prog)s [options] [sweep options] [--status] [-- KEY VALUE ...]",
+                                epilog="KEY VALUE opts after a lone -- go to every run. The environment (DATA, OUTPUT, ...), the sweep "
+                                       "options (--jobs N, --launcher slurm ...), --status and the exit statuses are those of every "
+                                       "script: bash scripts/main.sh --help. Tables: $OUTPUT/tables.md.")
     p.add_argument("-h", "--help", action="store_true")
     lists = "(commas or spaces)"
     p.add_argument("--experiments", nargs="+", help=f"which of {','.join(EXPERIMENTS)} to run (default: all) {lists}")

@@ -132,8 +132,8 @@ def check_options(args: argparse.Namespace) -> Optional[Dict]:
             raise UserError("--wait applies to --launcher slurm (the local pool always runs in the foreground)")
         if args.jobs is not None and args.jobs < 1:
             raise UserError(f"--jobs must be a positive number of worker processes, got {args.jobs}")
-        if args.gpus is not None and not re.fullmatch(r"\d+(,\d+)*", args.gpus.replace(" ", "")):
-            raise UserError(f"--gpus {args.gpus!r}: give GPU ids separated by commas, e.g. --gpus 0,1")
+        if args.gpus is not None and not re.fullmatch(r"\d+([,\s]+\d+)*", args.gpus.strip()):
+            raise UserError(f"--gpus {args.gpus!r}: give GPU ids separated by commas or spaces, e.g. --gpus 0,1")
         return None
     if args.jobs is not None or args.gpus is not None:
         raise UserError("--jobs/--gpus apply to --launcher local; on SLURM use --array-parallelism (runs at once) and --gpus-per-node")
@@ -189,7 +189,7 @@ def execute(runs: Sequence[Run], args: argparse.Namespace, conf: Optional[Dict],
         return EXIT_OK
     t0 = time.time()
     if conf is None:
-        gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else detect_gpus()
+        gpus = re.split(r"[,\s]+", args.gpus.strip()) if args.gpus else detect_gpus()
         jobs = args.jobs or 1
         where = f"GPUs {', '.join(gpus)}" if gpus else "CPU"
         print(f"sweep: {len(plan.todo)} run(s) to do ({len(plan.finished)} finished), {jobs} worker(s) on {where}", file=stream, flush=True)
