@@ -66,8 +66,9 @@ def run_in_foreground(plan: Plan, stream: Optional[IO] = None) -> int:
         except KeyboardInterrupt:
             # Ctrl-C reached the run too (same process group): let it write its resume point.
             try:
-                att.proc.wait(30)
-            except Exception:  # noqa: BLE001 - a second Ctrl-C or a stuck child: stop it
+                if att.proc is not None:
+                    att.proc.wait(30)
+            except BaseException:  # a second Ctrl-C, or a child that does not stop: stop it
                 att.stop()
             finish_attempt(att, -signal.SIGINT, interrupted=True)
             print(f"interrupted: {run.name} stays unfinished and is resumed by the next call", file=sys.stderr)
