@@ -494,7 +494,7 @@ def test_killed_sweep_redoes_the_unfinished_run_and_not_the_finished_one(tmp_pat
     collect(jobs, data_root, out, tmp_path, "main.sh", "smoke", "tiny", 1, "CLIP_Adapter", "OPTIM.MAX_EPOCH", 300,
             "TRAIN.RESUME_SAVE_SECONDS", 0, SEEDS="1")
     short = out / "smoke/CLIP_Adapter/tiny_2shots/seed1"
-    long_ = out / "smoke/CLIP_Adapter/tiny_1shots/ep300_resumesaveseconds0/seed1"
+    long_ = out / "smoke/CLIP_Adapter/tiny_1shots/ep300/seed1"  # (RESUME_SAVE_SECONDS changes no number: no folder)
     env = script_env(data_root, out)
     proc = subprocess.Popen([sys.executable, "-m", "clip_adapter", "sweep", str(jobs), "--jobs", "2"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
