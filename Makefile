@@ -1,4 +1,4 @@
-# Two commands: `make demo` (offline pipeline check on the built-in smoke data) and `make test`.
+# Two commands: `make demo` (offline pipeline check on the built-in smoke data, into output_demo/) and `make test`.
 # Each creates the virtual environment in .venv on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -21,4 +21,4 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf output data .pytest_cache
+	rm -rf output output_demo data .pytest_cache

@@ -20,6 +20,8 @@ setup(
         "clip_adapter.app.doctor",
         "clip_adapter.app.results",
         "clip_adapter.backbones",
+        "clip_adapter.app.experiments",
+        "clip_adapter.app.sweep",
         "clip_adapter.trainers",
         "clip_adapter.datasets",
     ],
@@ -42,7 +44,7 @@ setup(
         "filelock",
         "scikit-learn",  # LinearProbeCLIP: logistic regression (CoOp's linear-probe protocol)
         "scipy",
-        "submitit>=1.5",  # clip_adapter.sweep: runs sweeps on SLURM (and its local executor)
+        "submitit>=1.5",  # clip_adapter.app.sweep: runs sweeps on SLURM (and its local executor)
     ],
     extras_require={
         "test": ["pytest"],
@@ -50,5 +52,5 @@ setup(
         # on no package index: install it from its git repository first (docs/dassl.md).
         "dassl": ["yacs", "gdown", "tabulate", "tqdm", "scipy", "scikit-learn", "ftfy", "regex", "tensorboard", "wilds"],
     },
-    entry_points={"console_scripts": ["clip-adapter-train=clip_adapter.app.train:main"]},
+    entry_points={"console_scripts": ["clip-adapter=clip_adapter.app.commands:main", "clip-adapter-train=clip_adapter.app.train:main"]},
 )

@@ -62,9 +62,10 @@ def load_all(quiet: bool = False) -> PluginReport:
             line = (f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}; "
                     f"fix or uninstall the package that declares it (entry-point group {GROUP})")
             report.failed.append(line)
-            if not quiet:
+            if quiet:  # (the caller reports report.failed itself, or not at all)
+                log.info(line)
+            else:  # one line, not also a log record (an unconfigured logging would print it twice)
                 print(f"warning: {line}", file=sys.stderr)
-            log.debug(line)  # not a warning: with no handler yet, logging would print the line a second time
             continue
         report.loaded.append(ep.name)
         folder = getattr(module, CONFIGS_ATTRIBUTE, None)

@@ -4,11 +4,12 @@
 # ablation.sh), then the tables, the few-shot curves and the ablation plot. No GPU, weights or
 # downloads; a few minutes on 2 CPU cores.
 # Accuracies mean nothing here (random CLIP, synthetic images): this checks the plumbing.
-# Env: DATA (default ./data), OUTPUT (default output/demo). Re-running reuses finished runs.
+# Env: DATA (default ./data), OUTPUT (default output_demo: apart from the scripts' output/, so the
+# tables of real runs never show the demo's). Re-running reuses finished runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DATA="${DATA:-$PWD/data}"
-export OUTPUT="${OUTPUT:-output/demo}"
+export OUTPUT="${OUTPUT:-output_demo}"
 mkdir -p "$OUTPUT"
 LOG="$OUTPUT/demo.log"
 : >"$LOG"
@@ -41,4 +42,4 @@ for D in smoke_gray smoke_subset smoke_other; do
 done
 step "ablation: CLIP-Adapter RATIO 0, 0.5 (4 shots, seed 1)" env SEEDS=1 bash scripts/ablation.sh smoke tiny 4 TRAINER.CLIP_ADAPTER.RATIO 0,0.5
 echo
-"${PYTHON:-python}" -m clip_adapter.app.results "$OUTPUT" --include-offline-checks --plot "$OUTPUT/fewshot_curves.png" --plot-ablation "$OUTPUT/ablation.png"
+"${PYTHON:-python}" -m clip_adapter results "$OUTPUT" --include-offline-checks --plot "$OUTPUT/fewshot_curves.png" --plot-ablation "$OUTPUT/ablation.png"

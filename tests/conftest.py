@@ -80,6 +80,30 @@ def run_train(data_root):
     return _run
 
 
+PLANNER_ENV = ("CLIP_ADAPTER_FEATURE_CACHE", "SEEDS", "DRY_RUN", "SHOTS", "SOURCE", "DATA", "OUTPUT")
+
+
+@pytest.fixture
+def experiment(monkeypatch, capsys, tmp_path):
+    """``clip-adapter experiment NAME ARGS`` in-process, as scripts/NAME.sh runs it (its environment
+    variables from ``env``, the current directory ``cwd``, default tmp_path): (exit status, stdout, stderr).
+    The scripts are one line each; this skips a Python start (seconds on a busy machine) per call."""
+    from clip_adapter.app.experiments.cli import main
+
+    def _run(name, *args, env=None, cwd=None):
+        for key in PLANNER_ENV:
+            monkeypatch.delenv(key, raising=False)
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, str(value))
+        monkeypatch.chdir(cwd or tmp_path)
+        capsys.readouterr()
+        rc = main([name, *map(str, args)])
+        captured = capsys.readouterr()
+        return rc, captured.out, captured.err
+
+    return _run
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """With CLIP_ADAPTER_REQUIRE_DASSL=1 (set by .ci/run once it has installed Dassl) a skipped

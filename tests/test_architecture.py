@@ -40,7 +40,7 @@ def layer_of(module: str) -> str:
     if len(parts) == 1 or parts[1] in ("config", "registry", "errors", "utils", "progress", "published"):
         return "base"
     name = parts[1]
-    if name == "sweep":  # TODO(merge): moving into clip_adapter/app
+    if name == "__main__":  # ``python -m clip_adapter``: the one command
         return "app"
     if name in ("app", "dassl", "engine", "features", "backbones", "models", "data", "trainers", "datasets", "plugins"):
         return name

@@ -254,19 +254,23 @@ def test_every_image_and_view_is_encoded_once(offline):
     assert found["smoke/ZeroshotCLIP/tiny/seed1"]["encoder_images"] == 0  # Smoke's test set was cached by then
 
 
-def test_scripts_fail_fast_on_bad_input(tmp_path, data_root):
-    env = script_env(data_root, tmp_path / "output", SOURCE="smoke")
+def test_scripts_fail_fast_on_bad_input(tmp_path, data_root, experiment):
+    env = {"DATA": data_root, "OUTPUT": tmp_path / "output", "SOURCE": "smoke"}
     cases = [
-        ("xd_test.sh", ["smoke_other", "1", "CLIP_Adapter", "tiny"], "is not finished (no results.json): run 'SOURCE=smoke bash scripts/xd_train.sh 1 CLIP_Adapter tiny' first"),
-        ("xd_test.sh", ["smoke", "1", "CLIP_Adapter", "tiny"], "DATASET is the source"),
-        ("ablation.sh", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIOS", "0,1"], "unknown config key"),
-        ("ablation.sh", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0,zero"], "type mismatch"),
-        ("ablation.sh", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0,0.0"], "are the same setting"),
-        ("ablation.sh", ["smoke", "tiny", "4", "FEATURES.BATCH_SIZE", "8,16"], "does not change a run's numbers"),
+        ("xd_test", ["smoke_other", "1", "CLIP_Adapter", "tiny"], "is not finished (no results.json): run 'SOURCE=smoke bash scripts/xd_train.sh 1 CLIP_Adapter tiny' first"),
+        ("xd_test", ["smoke", "1", "CLIP_Adapter", "tiny"], "DATASET is the source"),
+        ("ablation", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIOS", "0,1"], "unknown config key"),
+        ("ablation", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0,zero"], "type mismatch"),
+        ("ablation", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0,0.0"], "are the same setting"),
+        ("ablation", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0,,1"], "empty value"),
+        ("ablation", ["smoke", "tiny", "4", "FEATURES.BATCH_SIZE", "8,16"], "does not change a run's numbers"),
+        ("ablation", ["smoke", "tiny", "4", "TRAIN.RESUME_SAVE_SECONDS", "0,10"], "does not change a run's numbers"),
+        ("ablation", ["smoke", "tiny", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0,1", "CLIP_Adapter", "TRAINER.CLIP_ADAPTER.RATIO", "0.5"],
+         "both the swept KEY and one of the extra opts"),
     ]
     for name, args, message in cases:
-        proc = bash(name, *args, env=env, cwd=tmp_path)
-        assert proc.returncode == 2 and message in proc.stderr, (name, args, proc.stderr)
+        rc, out, err = experiment(name, *args, env=env)
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, (name, args, err)
     assert not (tmp_path / "output").exists()
 
 

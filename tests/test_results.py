@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import clip_adapter.app.results as R
-from clip_adapter.app.results import variants as V
+from clip_adapter.app.experiments import naming as V
 from clip_adapter.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

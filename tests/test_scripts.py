@@ -65,79 +65,125 @@ def markdown_rows(text: str, title_part: str) -> list:
 
 
 # --------------------------------------------------------------- fast: no training
-def test_training_free_list_matches_the_registry():
-    import clip_adapter.trainers  # noqa: F401  (registers every trainer)
-    from clip_adapter.registry import TRAINERS
-
-    text = (SCRIPTS / "common.sh").read_text()
-    listed = set(re.search(r'^TRAINING_FREE_TRAINERS="([^"]*)"', text, re.M).group(1).split())
-    free = {name for name in TRAINERS.names() if not TRAINERS.get(name).uses_training_data}
-    assert listed == free
-
-
 @pytest.mark.parametrize(
     "script,args,env_extra,message",
     [
         ("main.sh", ["caltech101", "rn50", "16"], {"DATA": ""}, "DATA is not set"),
         ("main.sh", ["smoke", "tiny", "4"], {"DATA": "/nonexistent/data"}, None),  # smoke creates its DATA
         ("main.sh", ["nosuchset", "tiny", "4"], {}, "known: "),
+        ("main.sh", ["smok", "tiny", "4"], {}, "unknown dataset 'smok'; did you mean 'smoke'?"),
         ("main.sh", ["smoke", "nosuchcfg", "4"], {}, "known CFG names"),
+        ("main.sh", ["smoke", "tiyn", "4"], {}, "no config 'tiyn' for trainer 'CLIP_Adapter'; did you mean 'tiny'?"),
+        ("main.sh", ["smoke", "/nonexistent/cfg.yaml", "4"], {}, "config file /nonexistent/cfg.yaml not found"),
         ("main.sh", ["smoke", "tiny", "four"], {}, "SHOTS must be a positive integer"),
-        ("main.sh", ["smoke", "tiny", "4", "NoSuchTrainer"], {}, "no configs for trainer 'NoSuchTrainer'"),
+        ("main.sh", ["smoke", "tiny", "4", "NoSuchTrainer"], {}, "unknown trainer 'NoSuchTrainer'"),
+        ("main.sh", ["smoke", "tiny", "4", "CLIP_Adaptr"], {}, "unknown trainer 'CLIP_Adaptr'; did you mean 'CLIP_Adapter'?"),
         ("main.sh", ["smoke", "tiny", "4", "ZeroshotCLIP", "DATASET.NUM_SHOTS", "8"], {}, "set by the script"),
+        ("main.sh", ["smoke", "tiny", "4", "CLIP_Adapter", "OPTIM.NOPE", "1"], {}, "unknown config key in command-line opts: OPTIM.NOPE"),
+        ("main.sh", ["smoke", "tiny", "4", "CLIP_Adapter", "OPTIM.LR"], {}, "odd number of items"),
         ("main.sh", ["smoke", "tiny"], {}, "usage:"),
+        ("main.sh", ["smoke", "tiny", "4"], {"SEEDS": "1 two"}, "SEEDS must be a non-negative integer"),
         ("zeroshot.sh", ["smoke", "tiny", "CLIP_Adapter"], {}, "use scripts/main.sh"),
+        ("base2new_train.sh", ["smoke", "1", "LinearProbeCLIP", "tiny"], {}, "LinearProbeCLIP cannot be tested on new classes"),
         ("base2new_test.sh", ["smoke", "1", "CLIP_Adapter", "tiny"], {"DRY_RUN": "0"}, "run 'bash scripts/base2new_train.sh smoke 1 CLIP_Adapter tiny' first"),
         ("reproduce.sh", ["--frobnicate"], {}, "unknown option '--frobnicate'"),
         ("reproduce.sh", ["--datasets", "smoke", "--backbone", "vit_h14"], {}, "known CFG names"),
+        ("reproduce.sh", ["--datasets", "smoke", "--experiments", "fewshot,xdd"], {}, "unknown experiment 'xdd'; did you mean 'xd'?"),
+        ("reproduce.sh", ["--datasets", "smoke", "--shots", "1,0"], {}, "--shots: '0' is not a positive integer"),
     ],
 )
-def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path, data_root, script, args, env_extra, message):
-    env = script_env(data_root, tmp_path / "output", DRY_RUN=1)
-    env.update(env_extra)
+def test_bad_arguments_fail_fast_with_one_clear_line(tmp_path, data_root, experiment, script, args, env_extra, message):
+    """In-process (each script is one call of the planner; test_scripts_are_one_planner_call pins that)."""
+    env = {"DATA": data_root, "OUTPUT": tmp_path / "output", "DRY_RUN": 1, **env_extra}
     if env.get("DATA") == "":
         del env["DATA"]
     if env_extra.get("DATA") == "/nonexistent/data":
         env["DATA"] = str(tmp_path / "fresh_data")  # a missing DATA folder for smoke is created, not an error
-    proc = bash(script, *args, env=env, cwd=tmp_path, timeout=120)
+    rc, out, err = experiment(script[:-len(".sh")], *args, env=env)
     if message is None:
-        assert proc.returncode == 0, proc.stderr
+        assert rc == 0, err
         assert (tmp_path / "fresh_data").is_dir()
         return
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr
-    assert not list((tmp_path / "output").rglob("results.json"))
+    assert rc == 2, out + err
+    assert message in err and len(err.strip().splitlines()) <= 2, err  # (usage: two lines)
+    assert not (tmp_path / "output").exists()
 
 
-def test_dry_run_shows_folder_layout_and_command(tmp_path, data_root):
+def test_scripts_are_one_planner_call():
+    """Every script runs its experiment through the planner with its arguments untouched."""
+    from clip_adapter.app.experiments.cli import EXPERIMENTS
+
+    names = sorted(p.stem for p in SCRIPTS.glob("*.sh") if p.stem not in ("common", "demo"))
+    assert names == sorted([*EXPERIMENTS, "reproduce"])
+    for name in names:
+        code = [ln for ln in (SCRIPTS / f"{name}.sh").read_text().splitlines() if ln and not ln.startswith("#")]
+        assert code == ['source "$(dirname "${BASH_SOURCE[0]}")/common.sh"', f'experiment {name} "$@"'], name
+
+
+def test_status_and_usage_exit_statuses_come_through_the_script(tmp_path, data_root):
+    """--status: 3 while a run is not finished, 1 once one has failed (never 0 then); usage errors 2."""
+    out = tmp_path / "out"
+    env = script_env(data_root, out, SEEDS="1,2")
+    proc = bash("main.sh", "smoke", "tiny", "2", "--status", env=env, cwd=tmp_path)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "2 run(s): 0 finished, 0 running, 2 pending, 0 failed" in proc.stdout
+    seed1 = out / "smoke/CLIP_Adapter/tiny_2shots/seed1"
+    seed1.mkdir(parents=True)
+    (seed1 / "sweep_failed.json").write_text(json.dumps({"reason": "exit status 1", "log": str(seed1 / "log.txt")}))
+    (seed1 / "log.txt").write_text("Traceback ...\nRuntimeError: boom\n")
+    proc = bash("main.sh", "smoke", "tiny", "2", "--status", env=env, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "RuntimeError: boom" in proc.stdout  # the failed run's log tail
+    proc = bash("xd_train.sh", env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: bash scripts/xd_train.sh SEED")
+
+
+def test_dry_run_shows_folder_layout_and_command(tmp_path, data_root, experiment):
     """One place builds the command: folder names encode shots, extra opts (CoOp style) and seeds."""
     env = script_env(data_root, tmp_path / "out", DRY_RUN=1, SEEDS="1 2")
-    proc = bash("main.sh", "smoke", "tiny", "4", "CLIP_Adapter", "TRAINER.CLIP_ADAPTER.RATIO", "0.6", env=env, cwd=tmp_path)
+    proc = bash("main.sh", "smoke", "tiny", "4", "CLIP_Adapter", "TRAINER.CLIP_ADAPTER.RATIO", "0.6", "DATALOADER.NUM_WORKERS", "0",
+                env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     cmds = [shlex.split(ln[len("dry-run:"):]) for ln in proc.stdout.splitlines() if ln.startswith("dry-run:")]
     assert len(cmds) == 2
     for seed, cmd in zip((1, 2), cmds):
+        # (DATALOADER.NUM_WORKERS changes no number: no folder level of its own)
         assert cmd[cmd.index("--output-dir") + 1] == f"{tmp_path}/out/smoke/CLIP_Adapter/tiny_4shots/ratio0.6/seed{seed}"
         assert cmd[cmd.index("--seed") + 1] == str(seed)
         assert cmd[cmd.index("--config-file") + 1] == str(REPO / "configs/trainers/CLIP_Adapter/tiny.yaml")
-        assert cmd[-4:] == ["DATASET.NUM_SHOTS", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0.6"]
-    proc = bash("base2new_test.sh", "smoke", "3", "CLIP_Adapter", "tiny", env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    cmds = [shlex.split(ln[len("dry-run:"):]) for ln in proc.stdout.splitlines() if ln.startswith("dry-run:")]
+        assert cmd[-6:] == ["DATASET.NUM_SHOTS", "4", "TRAINER.CLIP_ADAPTER.RATIO", "0.6", "DATALOADER.NUM_WORKERS", "0"]
+    env = {"DATA": data_root, "OUTPUT": tmp_path / "out", "DRY_RUN": 1, "SEEDS": "1,2"}
+    rc, out, err = experiment("base2new_test", "smoke", "3", "CLIP_Adapter", "tiny", env=env)
+    assert rc == 0, err
+    cmds = [shlex.split(ln[len("dry-run:"):]) for ln in out.splitlines() if ln.startswith("dry-run:")]
     train = f"{tmp_path}/out/base2new/train_base/smoke/shots_16/CLIP_Adapter/tiny/seed3"
     for split, cmd in zip(("new", "base"), cmds):
         assert cmd[cmd.index("--output-dir") + 1] == f"{tmp_path}/out/base2new/test_{split}/smoke/shots_16/CLIP_Adapter/tiny/seed3"
         assert "--eval-only" in cmd and cmd[cmd.index("--model-dir") + 1] == train
         assert cmd[-2:] == ["DATASET.SUBSAMPLE_CLASSES", split]
-    if (REPO / "configs/trainers/CoOp/tiny.yaml").exists():
-        proc = bash("coop.sh", "smoke", "tiny", "2", "4", "True", "middle", env=env, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert "/smoke/CoOp/tiny_2shots/nctx4_cscTrue_ctpmiddle/seed1" in proc.stdout
+    rc, out, err = experiment("coop", "smoke", "tiny", "2", "4", "True", "middle", env=env)
+    assert rc == 0, err
+    assert "/smoke/CoOp/tiny_2shots/nctx4_cscTrue_ctpmiddle/seed1" in out
+    # a config given as a YAML path: its file name is the folder level
+    cfg = tmp_path / "my_adapter.yaml"
+    cfg.write_text((REPO / "configs/trainers/CLIP_Adapter/tiny.yaml").read_text())
+    rc, out, err = experiment("main", "smoke", str(cfg), "2", env=env)
+    assert rc == 0, err
+    assert f"--config-file {cfg} --output-dir {tmp_path}/out/smoke/CLIP_Adapter/my_adapter_2shots/seed1 " in out
 
 
-def test_base2new_train_is_a_no_op_for_zero_shot(tmp_path, data_root):
-    proc = bash("base2new_train.sh", "smoke", "1", "ZeroshotCLIP", "tiny", env=script_env(data_root, tmp_path / "out"), cwd=tmp_path)
-    assert proc.returncode == 0 and "needs no training" in proc.stdout
+def test_training_free_trainers_get_one_evaluation_and_no_training_step(tmp_path, data_root, experiment):
+    """What a method is comes from the registry (uses_training_data), for every experiment."""
+    env = {"DATA": data_root, "OUTPUT": tmp_path / "out", "DRY_RUN": 1, "SEEDS": "2 3"}
+    rc, out, err = experiment("main", "smoke", "tiny", "4", "ZeroshotCLIP2", env=env)
+    assert rc == 0 and "training-free" in err
+    cmds = [shlex.split(ln[len("dry-run:"):]) for ln in out.splitlines() if ln.startswith("dry-run:")]
+    assert len(cmds) == 1 and cmds[0][cmds[0].index("--output-dir") + 1] == f"{tmp_path}/out/smoke/ZeroshotCLIP2/tiny/seed2"
+    assert "--eval-only" in cmds[0] and "DATASET.NUM_SHOTS" not in cmds[0]
+    for name, args, what in (("base2new_train", ["smoke", "1", "ZeroshotCLIP", "tiny"], "base2new_test.sh evaluates it directly"),
+                             ("xd_train", ["1", "ZeroshotCLIP", "tiny"], "xd_test.sh evaluates it directly")):
+        rc, out, err = experiment(name, *args, env={**env, "DRY_RUN": 0, "SOURCE": "smoke"})
+        assert rc == 0 and "needs no training" in out and what in out, out + err
     assert not (tmp_path / "out").exists()
 
 

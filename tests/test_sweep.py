@@ -1,4 +1,4 @@
-"""Sweeps (clip_adapter/sweep.py): job lists, ordering, locks, the local pool, submitit, status.
+"""Sweeps (clip_adapter/app/sweep/): job lists, ordering, locks, the local pool, submitit, status.
 
 The scheduling tests use small stand-in commands (a Python one-file "run" that sleeps, records what
 it saw and writes results.json) because what they check (locks, GPU pinning, Ctrl-C, states) does
@@ -24,7 +24,7 @@ import pytest
 import submitit
 from filelock import FileLock
 
-from clip_adapter import sweep
+from clip_adapter.app import sweep
 from clip_adapter.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def stand_in_joblist(tmp_path: Path, names, seconds=0.0, fail=(), after=None) ->
 
 
 def sweep_cli(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clip_adapter.sweep", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "clip_adapter", "sweep", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -94,7 +94,7 @@ def status_rows(text: str) -> dict:
 
 def script_env(data, output: Path, **extra) -> dict:
     env = dict(os.environ)
-    for key in ("CLIP_ADAPTER_FEATURE_CACHE", "SEEDS", "DRY_RUN", sweep.JOBLIST_ENV):
+    for key in ("CLIP_ADAPTER_FEATURE_CACHE", "SEEDS", "DRY_RUN"):
         env.pop(key, None)
     env.update(DATA=str(data), OUTPUT=str(output), PYTHON=sys.executable, PYTHONUNBUFFERED="1")
     env.update({k: str(v) for k, v in extra.items()})
@@ -102,11 +102,15 @@ def script_env(data, output: Path, **extra) -> dict:
 
 
 def collect(joblist: Path, data, output: Path, cwd: Path, script: str, *args, **env_extra) -> None:
-    """Append a script's runs to ``joblist`` (what a calling script's sweep_begin sets up)."""
-    env = script_env(data, output, **env_extra)
-    env[sweep.JOBLIST_ENV] = str(joblist)
-    proc = subprocess.run(["bash", str(SCRIPTS / script), *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    """Append the runs the planner makes for a script's arguments to ``joblist`` (JSON lines)."""
+    from clip_adapter.app.experiments.cli import plan_runs
+    from clip_adapter.app.experiments.runs import Settings
+
+    seeds = tuple(int(s) for s in env_extra.get("SEEDS", "1 2 3").split())
+    settings = Settings(output=str(output), data=str(data), seeds=seeds)
+    with joblist.open("a") as f:
+        for run in plan_runs(script[:-len(".sh")], [str(a) for a in args], settings):
+            f.write(json.dumps(run.job_line(sys.executable)) + "\n")
 
 
 # ------------------------------------------------------------------- job lists, plan
@@ -200,12 +204,10 @@ def test_dry_run_through_a_script_prints_the_commands_and_the_plan(tmp_path, dat
         (["--launcher", "slurm", "--cluster-config", "/nonexistent/cluster.yaml"], "cluster config /nonexistent/cluster.yaml not found"),
     ],
 )
-def test_bad_sweep_options_fail_in_the_script_before_any_run(tmp_path, data_root, args, message):
-    env = script_env(data_root, tmp_path / "out")
-    proc = subprocess.run(["bash", str(SCRIPTS / "main.sh"), "smoke", "tiny", "2", *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr and proc.stderr.count("error: ") == 1
+def test_bad_sweep_options_fail_in_the_script_before_any_run(tmp_path, data_root, experiment, args, message):
+    rc, out, err = experiment("main", "smoke", "tiny", "2", *args, env={"DATA": data_root, "OUTPUT": tmp_path / "out"})
+    assert rc == 2, out + err
+    assert message in err and err.count("error: ") == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -277,7 +279,7 @@ def test_failed_run_is_reported_with_its_log_retried_next_call_and_blocks_its_de
 def test_two_sweeps_started_at_once_run_each_run_exactly_once(tmp_path):
     names = [f"r{i}" for i in range(6)]
     jobs = stand_in_joblist(tmp_path, names, seconds=1.5)
-    procs = [subprocess.Popen([sys.executable, "-m", "clip_adapter.sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
+    procs = [subprocess.Popen([sys.executable, "-m", "clip_adapter", "sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -294,7 +296,7 @@ def test_two_sweeps_started_at_once_run_each_run_exactly_once(tmp_path):
 
 def test_ctrl_c_stops_the_pool_and_leaves_runs_unfinished_not_failed(tmp_path):
     jobs = stand_in_joblist(tmp_path, ["quick", "slow1", "slow2"], seconds={"slow1": 60, "slow2": 60})
-    proc = subprocess.Popen([sys.executable, "-m", "clip_adapter.sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "clip_adapter", "sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal)
     deadline = time.time() + 60
     while len(marker_lines(tmp_path)) < 3:  # quick finished, both slow ones started
@@ -326,7 +328,7 @@ def test_status_reports_each_state(tmp_path):
         proc = sweep_cli(jobs, "--status", cwd=tmp_path)
         # a second sweep (the broken run fixed) leaves the held run alone and waits for it
         jobs = stand_in_joblist(tmp_path, names)
-        sweep_proc = subprocess.Popen([sys.executable, "-m", "clip_adapter.sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
+        sweep_proc = subprocess.Popen([sys.executable, "-m", "clip_adapter", "sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 60
         while not (tmp_path / "out" / "queued" / "results.json").exists():
@@ -492,9 +494,9 @@ def test_killed_sweep_redoes_the_unfinished_run_and_not_the_finished_one(tmp_pat
     collect(jobs, data_root, out, tmp_path, "main.sh", "smoke", "tiny", 1, "CLIP_Adapter", "OPTIM.MAX_EPOCH", 300,
             "TRAIN.RESUME_SAVE_SECONDS", 0, SEEDS="1")
     short = out / "smoke/CLIP_Adapter/tiny_2shots/seed1"
-    long_ = out / "smoke/CLIP_Adapter/tiny_1shots/ep300_resumesaveseconds0/seed1"
+    long_ = out / "smoke/CLIP_Adapter/tiny_1shots/ep300/seed1"  # (RESUME_SAVE_SECONDS changes no number: no folder)
     env = script_env(data_root, out)
-    proc = subprocess.Popen([sys.executable, "-m", "clip_adapter.sweep", str(jobs), "--jobs", "2"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "clip_adapter", "sweep", str(jobs), "--jobs", "2"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=as_in_a_terminal)
     deadline = time.time() + 300

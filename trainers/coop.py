@@ -17,7 +17,7 @@ read this same TRAINER.COOP node, as their code bases do, so it also carries KgC
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from yacs.config import CfgNode as CN
@@ -51,6 +51,20 @@ class CoOp(ClipTrainer):
         # read by KgCoOp only, declared here because KgCoOp's code reads it from this node.
         node.W = 8.0
         return {"TRAINER.COOP": node}
+
+    # CoOp's scripts name their folders by these (.../nctx16_cscFalse_ctpend/seed1).
+    folder_keys = ("TRAINER.COOP.N_CTX", "TRAINER.COOP.CSC", "TRAINER.COOP.CLASS_TOKEN_POSITION")
+
+    @classmethod
+    def schedule_configs(cls, cfg_name: str, dataset: str, shots: int) -> List[str]:
+        """CoOp's per-shot schedule, as in its README: ImageNet <cfg>_ep50 throughout; elsewhere 1 shot
+        <cfg>_ep50, 2 and 4 shots <cfg>_ep100, 8 and 16 shots <cfg> (200 epochs). The tables show
+        them as one method. <cfg> itself where a schedule's file does not exist (e.g. tiny)."""
+        if dataset == "ImageNet" or shots <= 1:
+            return [f"{cfg_name}_ep50", cfg_name]
+        if shots <= 4:
+            return [f"{cfg_name}_ep100", cfg_name]
+        return [cfg_name]
 
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:

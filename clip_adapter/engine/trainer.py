@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Dict, Iterable, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -89,6 +89,17 @@ class TrainerBase:
         if not cls.uses_training_data:
             return None  # nothing learned: the classifier is built for whichever classes are asked
         return "its learned weights are not declared independent of the classes they were trained on"
+
+    #: Config keys whose values the few-shot experiments spell out in the run folder's name, CoOp
+    #: style (``nctx16_cscFalse_ctpend``), set to this trainer's defaults unless given.
+    folder_keys: Tuple[str, ...] = ()
+
+    @classmethod
+    def schedule_configs(cls, cfg_name: str, dataset: str, shots: int) -> List[str]:
+        """Config names for a run of ``shots`` shots on ``dataset`` (its DATASET.NAME), most specific
+        first; the experiment planner (``reproduce``) uses the first that exists. For a method whose
+        published schedule changes with the shots (CoOp); by default the given config."""
+        return [cfg_name]
 
     @classmethod
     def needs_own_engine(cls, cfg) -> Optional[str]:

@@ -7,7 +7,7 @@ One job per module: ``runs`` reads results.json files into runs; ``model`` is th
 (rows x columns of cells, mean ± std over seeds); ``build`` groups runs into the few-shot,
 base-to-novel, transfer and ablation tables; ``published`` matches published figures to cells;
 ``layout`` + ``render_text`` / ``render_latex`` / ``render_csv`` print them; ``plots`` draws them;
-``cli`` is the command. ``variants`` names a run's variant from its opts (shared with the scripts).
+``cli`` is the command. A run's variant is named from its opts by ``clip_adapter.app.experiments.naming`` (shared with the planner).
 Nothing here imports torch, the engine or the trainers: it reads JSON and starts quickly.
 """
 from clip_adapter.app.results.cli import main

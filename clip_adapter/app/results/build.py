@@ -19,7 +19,7 @@ from clip_adapter.app.results.labels import EXPECTED_SEEDS, OFFLINE, label_of, s
 from clip_adapter.app.results.model import (Cell, Column, Row, Table, harmonic_mean, mean_if_complete, ordered_datasets,
                                             per_seed)
 from clip_adapter.app.results.runs import Method, Run
-from clip_adapter.app.results.variants import variant_suffix
+from clip_adapter.app.experiments.naming import variant_suffix
 
 FEWSHOT, BASE2NEW, ABLATION = "fewshot", "base2new", "ablation"
 SHIFT, CROSS = "distribution_shift", "cross_dataset"

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from clip_adapter.app.results.variants import opt_pairs, variant_suffix
+from clip_adapter.app.experiments.naming import opt_pairs, variant_suffix
 from clip_adapter.errors import UserError
 
 RESULTS_FILE = "results.json"

@@ -1,22 +1,20 @@
-"""What a variant of a configuration is (its extra ``KEY VALUE`` opts) and its short name.
+"""Variant names: the folder level (and table row label) that extra ``KEY VALUE`` opts make.
 
-The scripts name run folders with :func:`variant_suffix` and the tables label rows with it, so both
-agree on what a variant is; the tables compute it from each results.json's ``opts`` (never from a
-folder name). Moved unchanged out of the old ``clip_adapter/results.py``; the experiments planner
-is to own this naming (branch ``app``), after which this module should become an import of it.
+One implementation for the planner, which names run folders with it, and the results tables, which
+label rows with it, so both always agree on what a variant is. It imports nothing heavy (the
+tables start in a second).
 """
 from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from collections import OrderedDict
 from typing import List, Sequence, Tuple
 
 from clip_adapter.errors import UserError
 
-# Keys the scripts set from their own arguments: never part of a run's variant, and refused as
-# extra opts (pass them as the script's argument instead).
+# Keys the experiments set from their own arguments: never part of a run's variant, and refused as
+# extra opts (pass them as the command's argument instead).
 SCRIPT_KEYS = (
     "DATASET.NUM_SHOTS",
     "DATASET.SUBSAMPLE_CLASSES",
@@ -28,7 +26,7 @@ SCRIPT_KEYS = (
     "EXPERIMENT.SOURCE",
     "EXPERIMENT.SWEEP_KEY",
 )
-# Keys that do not change a run's numbers, so they do not make a new variant (folder, table row).
+# Keys that do not change a run's numbers, so they never make a new variant (folder, table row).
 NEUTRAL_KEYS = (
     "FEATURES.CACHE_DIR",
     "FEATURES.BATCH_SIZE",
@@ -36,8 +34,10 @@ NEUTRAL_KEYS = (
     "DATALOADER.TEST.BATCH_SIZE",
     "MODEL.BACKBONE.CACHE_DIR",
     "DATASET.DOWNLOAD",
+    "DATASET.SKIP_BAD_IMAGES",
     "TRAIN.PRINT_FREQ",
     "TRAIN.CHECKPOINT_FREQ",
+    "TRAIN.RESUME_SAVE_SECONDS",
     "VERBOSE",
 )
 # Short names in folder names, CoOp style (``nctx16_cscFalse_ctpend``); other keys use their last part.
@@ -57,7 +57,7 @@ MAX_SUFFIX = 64
 
 
 def opt_pairs(opts: Sequence[str], source: str) -> "OrderedDict[str, str]":
-    """``KEY VALUE`` items as an ordered mapping; the last value of a repeated key wins, as in the config merge."""
+    """``KEY VALUE ...`` -> an ordered mapping; the last of a repeated key wins, as in the config merge."""
     opts = [str(o) for o in opts]
     if len(opts) % 2:
         raise UserError(f"{source}: KEY VALUE pairs expected, got an odd number of items: {' '.join(opts)}")
@@ -84,13 +84,13 @@ def variant_pairs(opts: Sequence[str], forbid_script_keys: bool = False, source:
     return sorted(out, key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
 
 
-def variant_suffix(opts: Sequence[str], forbid_script_keys: bool = False) -> str:
+def variant_suffix(opts: Sequence[str], forbid_script_keys: bool = False, source: str = "extra opts") -> str:
     """A short, stable name for extra opts: ``nctx16_cscFalse_ctpend``; a hash when that is ambiguous or long.
 
-    The same opts (in any order) always give the same name; the scripts use it as a folder level
+    The same opts (in any order) always give the same name; the planner uses it as a folder level
     and the tables as part of the row label, so both agree on what a variant is.
     """
-    pairs = variant_pairs(opts, forbid_script_keys)
+    pairs = variant_pairs(opts, forbid_script_keys, source)
     if not pairs:
         return ""
     names = [SHORT_NAMES.get(k) or k.rsplit(".", 1)[-1].lower().replace("_", "") for k, _ in pairs]
@@ -100,13 +100,3 @@ def variant_suffix(opts: Sequence[str], forbid_script_keys: bool = False) -> str
         return readable
     canonical = "\n".join(f"{k}={v}" for k, v in pairs)
     return "opts-" + hashlib.sha1(canonical.encode("utf-8")).hexdigest()[:10]
-
-
-def suffix_cli(argv: Sequence[str]) -> int:
-    """``python -c 'from clip_adapter.app.results.variants import suffix_cli; ...' KEY VALUE ...``: the scripts' folder suffix."""
-    try:
-        print(variant_suffix(list(argv), forbid_script_keys=True))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
