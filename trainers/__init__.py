@@ -5,3 +5,4 @@ from clip_adapter.trainers import coop  # noqa: F401
 from clip_adapter.trainers import linear_probe  # noqa: F401
 from clip_adapter.trainers import tip_adapter  # noqa: F401
 from clip_adapter.trainers import gda  # noqa: F401
+from clip_adapter.trainers import lpp  # noqa: F401
