@@ -60,7 +60,8 @@ INIT_ALPHA_SCALE = 250.0  # calculate_init_alpha: alpha_init = 250 / shots * (sh
 def lpp_step_sizes(feats: torch.Tensor, text_logits: torch.Tensor) -> tuple:
     """(lr_w, lr_alpha) of the reference from unit training features [N, D] and f.t [N, C]."""
     n = feats.shape[0]
-    gram = (feats.t() @ feats).double()
+    # lambda_max(F^T F) = lambda_max(F F^T): the smaller of the two Gram matrices gives it
+    gram = (feats.t() @ feats if feats.shape[1] <= n else feats @ feats.t()).double()
     lr_w = 4.0 * n / float(torch.linalg.eigvalsh(gram).max())
     lr_alpha = n / (4.0 * float((text_logits.double() ** 2).sum(dim=0).max()))
     return lr_w, lr_alpha
