@@ -144,7 +144,7 @@ class GDA(ClipTrainer):
             zero_shot, gda, y = cache[split]
             return accuracy(zero_shot + alpha * gda, y)
 
-        alpha = self.select(KNOB, grid, score, default=float(node.ALPHA), fix="set SELECTION.PROTOCOL none to use TRAINER.GDA.ALPHA")
+        alpha = self.select(KNOB, grid, score, default=float(node.ALPHA), fix="set SELECTION.PROTOCOL none to use TRAINER.GDA.ALPHA (or test, only to reproduce a published figure)")
         if not alpha >= 0:
             raise ConfigError(f"TRAINER.GDA.ALPHA must be >= 0, got {alpha}")
         self.head.alpha.fill_(float(alpha))

@@ -135,7 +135,7 @@ class LinearProbeCLIP(ClipTrainer):
             log.info("Linear probe: fixed C=%g (no search)", c_best)
         else:
             # CoOp's search: the best of the coarse grid (first on ties, as np.argmax), then log-space bisection
-            c_best = self.select("C", grid, score, fix='fix it with TRAINER.LINEAR_PROBE.C_GRID "[<C>]" TRAINER.LINEAR_PROBE.SEARCH_STEPS 0',
+            c_best = self.select("C", grid, score, fix='fix it with TRAINER.LINEAR_PROBE.C_GRID "[<C>]" TRAINER.LINEAR_PROBE.SEARCH_STEPS 0 (no search under any SELECTION.PROTOCOL)',
                                  refine=log_bisection(steps) if steps > 0 else None)
             atomic_write_json(os.path.join(self.output_dir, SEARCH_FILE), self.searches[-1].record())
         self.c_best = c_best

@@ -166,7 +166,7 @@ class LPpp(ClipTrainer):
             return acc
 
         chosen = self.select(KNOB, range(1, steps + 1), score, default=steps, ties="last",
-                             fix="set SELECTION.PROTOCOL none to deploy the last epoch")
+                             fix="set SELECTION.PROTOCOL none to deploy the last epoch (or test, only to reproduce a published figure)")
         while self._lpp["done"] < steps:  # SELECTION.PROTOCOL none: no epoch was scored
             step()
         if self._lpp["state"] is not None:  # the snapshot of the chosen (last best) epoch

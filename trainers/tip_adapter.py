@@ -196,7 +196,8 @@ class TipAdapter(ClipTrainer):
         grid = [{"beta": b, "alpha": a} for b in linear_grid(0.1, scale_b, steps_b) for a in linear_grid(0.1, scale_a, steps_a)]
         scorer = _GridScorer(self)
         chosen = self.select(KNOB, grid, scorer, default={"beta": s["INIT_BETA"], "alpha": s["INIT_ALPHA"]},
-                             fix="set SELECTION.PROTOCOL none to use TRAINER.TIP_ADAPTER.INIT_ALPHA/INIT_BETA")
+                             fix="set SELECTION.PROTOCOL none to use TRAINER.TIP_ADAPTER.INIT_ALPHA/INIT_BETA (or test, only to "
+                                 "reproduce a published figure)")
         self.tip.set_hp(chosen["alpha"], chosen["beta"])
         log.info("%s: alpha %.4g, beta %.4g", type(self).__name__, chosen["alpha"], chosen["beta"])
 

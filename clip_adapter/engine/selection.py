@@ -70,10 +70,10 @@ def selection_split(cfg, dataset, what: str, fix: str) -> Optional[str]:
     name = type(dataset).__name__
     if split in ("val", "val_full"):
         if getattr(dataset, "val_is_test", False):
-            raise ConfigError(
-                f"{name}'s validation split is its test set, so {what} cannot be chosen on it (SELECTION.PROTOCOL "
-                f"{protocol}); {fix}, or set SELECTION.PROTOCOL none (or test, only to reproduce a published figure)"
-            )
+            alternatives = "" if "SELECTION.PROTOCOL" in fix else \
+                ", or set SELECTION.PROTOCOL none (or test, only to reproduce a published figure)"
+            raise ConfigError(f"{name}'s validation split is its test set, so {what} cannot be chosen on it "
+                              f"(SELECTION.PROTOCOL {protocol}); {fix}{alternatives}")
         items = getattr(dataset, split, None)
         if items is None:
             raise ConfigError(f"SELECTION.PROTOCOL {protocol} needs the whole val split, which {name} does not keep; "
