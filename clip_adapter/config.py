@@ -199,8 +199,18 @@ def get_cfg_default() -> CN:
     _C.TEST.COMPUTE_CMAT = False
     _C.TEST.NO_TEST = False
     _C.TEST.SPLIT = "test"
-    # last_step | best_val (chosen on the validation split, never on test).
+    # last_step | best_val (the epoch chosen on the split SELECTION.PROTOCOL names).
     _C.TEST.FINAL_MODEL = "last_step"
+
+    # ------------------------------------------------------------- selection
+    # How every hyperparameter (alpha, C, the deployed epoch, ...) is chosen; see
+    # clip_adapter/engine/selection.py. fewshot_val: CoOp's few-shot val (min(shots, 4) per class);
+    # full_val: the dataset's whole val split (Tip-Adapter's and GDA's code); none: the configured
+    # values, no search (CLAP's validation-free setting); test: on the test split, only to reproduce
+    # a published figure (logged loudly, recorded in results.json). A dataset without the chosen
+    # split (ImageNet: its val is its test set) refuses the search.
+    _C.SELECTION = CN()
+    _C.SELECTION.PROTOCOL = "fewshot_val"
 
     # --------------------------------------------------------------- trainer
     _C.TRAINER = CN()

@@ -383,5 +383,8 @@ def test_every_trainer_has_the_offline_configs_of_every_family():
     from clip_adapter.registry import TRAINERS
 
     for trainer in TRAINERS.names():
-        for _, _, cfg in TINY_BACKBONES:
+        families = TRAINERS.get(trainer).backbone_families  # () = every family
+        for family, _, cfg in TINY_BACKBONES:
+            if families and family not in families:
+                continue
             assert os.path.isfile(trainer_cfg(trainer, cfg)), f"add configs/trainers/{trainer}/{cfg}.yaml (a copy of tiny.yaml)"

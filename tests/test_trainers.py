@@ -303,10 +303,12 @@ def test_alpha_search_trains_per_value_and_selects_on_val(data_root, tmp_path, m
     assert "test" not in seen
     with open(out / "alpha_search.json", encoding="utf-8") as f:
         record = json.load(f)
-    accs = {r["ratio"]: r["val_accuracy"] for r in record["tried"]}
-    assert set(accs) == {0.0, 0.6} and record["selected_on"] == "val"
-    assert accs[record["best"]] == max(accs.values())
-    assert trainer.ratio == record["best"]
+    accs = {r["value"]: r["score"] for r in record["tried"]}
+    assert set(accs) == {0.0, 0.6} and record["knob"] == "TRAINER.CLIP_ADAPTER.RATIO"
+    assert accs[record["chosen"]] == max(accs.values())
+    assert trainer.ratio == record["chosen"]
+    assert trainer.selection_record() == {"protocol": "fewshot_val", "searches": [record]}
+    record["best"] = record["chosen"]
     # alpha 0 trains nothing that matters: its val accuracy is zero-shot's
     zs = build("ZeroshotCLIP", data_root, tmp_path / "zs", shots=8)
     assert accs[0.0] == zs.evaluate("val", quiet=True)["accuracy"]
@@ -334,7 +336,9 @@ def test_linear_probe_follows_coops_search_on_val(data_root, tmp_path, monkeypat
     assert set(seen) == {"train", "val"}
     with open(out / "c_search.json", encoding="utf-8") as f:
         record = json.load(f)
-    tried = record["tried"]
+    assert trainer.selection_record() == {"protocol": "fewshot_val", "searches": [record]}
+    tried = [{"C": t["value"], "val_accuracy": t["score"]} for t in record["tried"]]
+    record["best"] = record["chosen"]
     assert [t["C"] for t in tried[:3]] == [100.0, 0.01, 1e-06]
     assert len(tried) == 3 + 2 * 2  # the grid, then two ends per bisection step
     coarse = max(tried[:3], key=lambda t: t["val_accuracy"])  # first of the best, as np.argmax

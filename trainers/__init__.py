@@ -7,3 +7,8 @@ from clip_adapter.trainers import cocoop  # noqa: F401
 from clip_adapter.trainers import kgcoop  # noqa: F401
 from clip_adapter.trainers import prograd  # noqa: F401
 from clip_adapter.trainers import maple  # noqa: F401
+from clip_adapter.trainers import tip_adapter  # noqa: F401
+from clip_adapter.trainers import gda  # noqa: F401
+from clip_adapter.trainers import lpp  # noqa: F401
+from clip_adapter.trainers import clap  # noqa: F401
+from clip_adapter.trainers import taskres  # noqa: F401

@@ -15,8 +15,11 @@ evaluates the model as trained even when alpha came from the per-dataset table o
 alpha search (``SEARCH_RATIOS``): alpha is a *training* hyperparameter (the adapter learns to
 compensate for the blend it is trained under), so one adapter is trained per value, from the same
 initial weights and the same batch order, each in ``<out>/alpha_search/ratio_<alpha>/`` (resumable);
-the one with the best validation accuracy is deployed and every value tried is logged and written
-to ``<out>/alpha_search.json``. On cached features this costs seconds to minutes per value.
+the one with the best accuracy on the split ``SELECTION.PROTOCOL`` names (engine/selection.py; the
+few-shot val by default, first value on ties) is deployed, and every value tried is logged, written
+to ``<out>/alpha_search.json`` (results.json's selection format) and recorded in results.json.
+Under ``SELECTION.PROTOCOL none`` the grid is not searched: ``RATIO`` applies. On cached features
+this costs seconds to minutes per value.
 
 SigLIP (sigmoid-trained backbones): the adapters train with the paper's softmax cross-entropy over
 the classes on the backbone's scale and bias (the bias, a constant per logit, cancels in the softmax),
@@ -35,6 +38,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from clip_adapter.engine.checkpoint import epoch_name
+from clip_adapter.engine.selection import Search
 from clip_adapter.errors import ConfigError
 from clip_adapter.models.adapter import Adapter, residual_blend
 from clip_adapter.registry import TRAINERS
@@ -49,6 +53,7 @@ TEXT = "text_adapter"
 RATIO_KEY = "blend_ratio"  # extra tensor stored with each adapter's weights
 SEARCH_FILE = "alpha_search.json"
 SEARCH_DIR = "alpha_search"
+KNOB = "TRAINER.CLIP_ADAPTER.RATIO"
 
 
 def _check_ratio(value: float, where: str) -> float:
@@ -121,7 +126,7 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         """The alpha search is this trainer's own ``train()`` (one adapter per value, chosen on val)."""
         if search_grid(cfg):
             return "TRAINER.CLIP_ADAPTER.SEARCH_RATIOS (the alpha search); leave it empty and set TRAINER.CLIP_ADAPTER.RATIO"
-        return None
+        return super().needs_own_engine(cfg)
 
     # ---------------------------------------------------------------- build
     def build_model(self) -> None:
@@ -223,31 +228,37 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         if not grid or self.start_epoch >= max_epoch:
             super().train()
             return
-        self.require_validation("alpha", "leave TRAINER.CLIP_ADAPTER.SEARCH_RATIOS empty and set TRAINER.CLIP_ADAPTER.RATIO")
+        fix = "leave TRAINER.CLIP_ADAPTER.SEARCH_RATIOS empty and set TRAINER.CLIP_ADAPTER.RATIO"
+        if self.selection_split("alpha", fix) is None:  # SELECTION.PROTOCOL none: the configured alpha
+            log.info("SELECTION.PROTOCOL none: TRAINER.CLIP_ADAPTER.SEARCH_RATIOS is not searched; alpha %.3g", self.ratio)
+            super().train()
+            return
         main_out = self.output_dir
         record_path = os.path.join(main_out, SEARCH_FILE)
-        tried: Dict[str, float] = {}
+        done: Dict[str, float] = {}
         if os.path.isfile(record_path):  # values finished before an interruption
             with open(record_path, encoding="utf-8") as f:
-                tried = {f"{r['ratio']:g}": r["val_accuracy"] for r in json.load(f).get("tried", [])}
+                done = {f"{r['value']:g}": float(r["score"]) for r in json.load(f).get("tried", [])}
+
+        def score(alpha: float, split: str) -> float:
+            if f"{alpha:g}" in done:
+                log.info("alpha %.3g: %s accuracy %.2f%% (done before)", alpha, split, done[f"{alpha:g}"])
+                return done[f"{alpha:g}"]
+            self._start_candidate(alpha, os.path.join(main_out, SEARCH_DIR, f"ratio_{alpha:g}"))
+            super(CLIP_Adapter, self).train()
+            done[f"{alpha:g}"] = acc = self.evaluate(split, quiet=True)["accuracy"]
+            log.info("alpha search: alpha %.3g -> %s accuracy %.2f%%", alpha, split, acc)
+            self._write_search(record_path, grid, done, None)
+            return acc
+
         try:
-            for alpha in grid:
-                folder = os.path.join(main_out, SEARCH_DIR, f"ratio_{alpha:g}")
-                if f"{alpha:g}" in tried:
-                    log.info("alpha %.3g: val accuracy %.2f%% (done before)", alpha, tried[f"{alpha:g}"])
-                    continue
-                self._start_candidate(alpha, folder)
-                super().train()
-                acc = self.evaluate("val", quiet=True)["accuracy"]
-                tried[f"{alpha:g}"] = acc
-                log.info("alpha search: alpha %.3g -> val accuracy %.2f%%", alpha, acc)
-                self._write_search(record_path, grid, tried, None)
+            best = self.select(KNOB, grid, score, default=self.ratio, fix=fix)
         finally:
             self.output_dir = main_out
-        best = max(grid, key=lambda a: (tried[f"{a:g}"], -grid.index(a)))  # ties: the earlier value in the list
-        self._write_search(record_path, grid, tried, best)
-        log.info("alpha search: deploying alpha %.3g (val accuracy %.2f%%); tried %s", best, tried[f"{best:g}"],
-                 ", ".join(f"{a:g}: {tried[f'{a:g}']:.2f}%" for a in grid))
+        # each candidate's own epoch choice (TEST.FINAL_MODEL best_val) stays in its folder
+        self.searches = [s for s in self.searches if s.knob != "epoch"]
+        self._write_search(record_path, grid, done, best)
+        log.info("alpha search: deploying alpha %.3g; tried %s", best, ", ".join(f"{a:g}: {done[f'{a:g}']:.2f}%" for a in grid))
         self.load_model(os.path.join(main_out, SEARCH_DIR, f"ratio_{best:g}"))
         self.save_model(max_epoch - 1, epoch_name(max_epoch))
         self.start_epoch = max_epoch
@@ -258,16 +269,13 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         for name, module in self.trainable_modules().items():
             module.load_state_dict(self._initial_state[name])
             self.register_model(name, module)  # a fresh optimiser
-        self.start_epoch, self.best_val, self.history = 0, -1.0, []
+        self.start_epoch, self.best_val, self.history, self.epoch_scores = 0, -1.0, [], []
         self.ratio = alpha
         self.resume_if_possible(folder)
         self.ratio = alpha
 
     @staticmethod
-    def _write_search(path: str, grid: List[float], tried: Dict[str, float], best: Optional[float]) -> None:
-        atomic_write_json(path, {
-            "knob": "TRAINER.CLIP_ADAPTER.RATIO",
-            "selected_on": "val",
-            "tried": [{"ratio": a, "val_accuracy": tried[f"{a:g}"]} for a in grid if f"{a:g}" in tried],
-            "best": best,
-        })
+    def _write_search(path: str, grid: List[float], done: Dict[str, float], best: Optional[float]) -> None:
+        """The search so far, in results.json's selection format (it is also what a resumed search reads)."""
+        found = Search(KNOB, tried=[(a, done[f"{a:g}"]) for a in grid if f"{a:g}" in done], chosen=best)
+        atomic_write_json(path, found.record())

@@ -2,10 +2,13 @@
 
 CoOp's linear-probe protocol (its ``lpclip/``): raw image features of the training images under the
 deterministic test transform, scikit-learn's ``LogisticRegression(lbfgs, max_iter=1000)``, and the
-inverse regularisation strength C chosen on the validation split: first over a coarse grid
-(1e6 .. 1e-6), then ``SEARCH_STEPS`` bisection steps in log space around the best value, each step
-keeping the better of its two ends, as CoOp's script does. The test split is never looked at.
-Every C tried and its validation accuracy is logged and written to ``<out>/c_search.json``.
+inverse regularisation strength C chosen on the split ``SELECTION.PROTOCOL`` names (the few-shot val
+by default; engine/selection.py): first over a coarse grid (1e6 .. 1e-6), then ``SEARCH_STEPS``
+bisection steps in log space around the best value, each step keeping the better of its two ends, as
+CoOp's script does (``selection.log_bisection``). Every C tried and its score is logged, written to
+``<out>/c_search.json`` and recorded in results.json (``selection``). A one-value grid with no steps
+is a fixed C (no search, any protocol); ``SELECTION.PROTOCOL none`` with a grid is refused (the probe
+has no configured C to fall back on).
 
 The fitted classifier is copied into a ``torch.nn.Linear`` registered as ``linear_probe``, so it is
 saved and loaded like every other trainer's weights (``--eval-only --model-dir``, no pickle).
@@ -16,7 +19,6 @@ backbone, SigLIP included.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import warnings
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from clip_adapter.engine.checkpoint import epoch_name
+from clip_adapter.engine.selection import log_bisection
 from clip_adapter.errors import ConfigError
 from clip_adapter.registry import TRAINERS
 from clip_adapter.engine.clip_trainer import ClipTrainer
@@ -108,8 +110,8 @@ class LinearProbeCLIP(ClipTrainer):
 
     # ----------------------------------------------------------------- fit
     def fit(self) -> None:
-        """Fit the head on ``split_features("train")``, C chosen on ``split_features("val")``; saves nothing
-        but ``c_search.json`` (the engine that calls it writes the checkpoint)."""
+        """Fit the head on ``split_features("train")``, C chosen under SELECTION.PROTOCOL (the few-shot
+        val by default); saves nothing but ``c_search.json`` (the engine that calls it writes the checkpoint)."""
         node = self.cfg.TRAINER.LINEAR_PROBE
         grid = [float(c) for c in node.C_GRID]
         if not grid or any(not c > 0 for c in grid):
@@ -118,24 +120,32 @@ class LinearProbeCLIP(ClipTrainer):
         max_iter = int(node.MAX_ITER)
         t0 = time.time()
         xtr, ytr = self._numpy("train")
+        fits: Dict[float, object] = {}
+
+        def fitted(c: float):
+            if c not in fits:
+                fits[c] = fit_logreg(xtr, ytr, c, max_iter)
+            return fits[c]
+
+        def score(c: float, split: str) -> float:
+            x, y = self._numpy(split)
+            acc = 100.0 * float(np.mean(fitted(c).predict(x) == y))
+            log.info("C search: C=%-10.4g %s accuracy %.2f%%", c, split, acc)
+            return acc
+
         if len(grid) == 1 and steps == 0:
-            c_best, tried = grid[0], []
+            c_best = grid[0]
             log.info("Linear probe: fixed C=%g (no search)", c_best)
-            clf = fit_logreg(xtr, ytr, c_best, max_iter)
         else:
-            self.require_validation("C", "fix it with TRAINER.LINEAR_PROBE.C_GRID \"[<C>]\" TRAINER.LINEAR_PROBE.SEARCH_STEPS 0")
-            c_best, clf, tried = self._search(xtr, ytr, grid, steps, max_iter)
+            # CoOp's search: the best of the coarse grid (first on ties, as np.argmax), then log-space bisection
+            c_best = self.select("C", grid, score, fix='fix it with TRAINER.LINEAR_PROBE.C_GRID "[<C>]" TRAINER.LINEAR_PROBE.SEARCH_STEPS 0 (no search under any SELECTION.PROTOCOL)',
+                                 refine=log_bisection(steps) if steps > 0 else None)
+            atomic_write_json(os.path.join(self.output_dir, SEARCH_FILE), self.searches[-1].record())
         self.c_best = c_best
-        self.head.load_state_dict(as_linear(clf, len(self.classnames), xtr.shape[1]).state_dict())
+        self.head.load_state_dict(as_linear(fitted(c_best), len(self.classnames), xtr.shape[1]).state_dict())
         self.head.to(self.device)
-        atomic_write_json(os.path.join(self.output_dir, SEARCH_FILE), {
-            "knob": "C (sklearn LogisticRegression, L2)",
-            "selected_on": "val",
-            "tried": [{"C": c, "val_accuracy": a, "stage": s} for c, a, s in tried],
-            "best": c_best,
-        })
         self.train_time = time.time() - t0
-        log.info("Linear probe fitted with C=%g on %d images in %.1fs", c_best, len(ytr), self.train_time)
+        log.info("Linear probe fitted with C=%g on %d images in %.1fs (%d fits)", c_best, len(ytr), self.train_time, len(fits))
 
     def result_fields(self) -> dict:
         c = getattr(self, "c_best", None)
@@ -144,31 +154,3 @@ class LinearProbeCLIP(ClipTrainer):
     def _numpy(self, split: str) -> Tuple[np.ndarray, np.ndarray]:
         feats, labels = self.split_features(split)  # deterministic view, raw features
         return feats.numpy().astype(np.float64), labels.numpy()
-
-    def _search(self, xtr, ytr, grid: List[float], steps: int, max_iter: int):
-        """CoOp's search: the best of the coarse grid, then log-space bisection of [C/10, 10C]."""
-        xval, yval = self._numpy("val")
-        tried: List[Tuple[float, float, str]] = []
-        fits: Dict[float, object] = {}
-
-        def score(c: float, stage: str) -> float:
-            if c not in fits:
-                fits[c] = fit_logreg(xtr, ytr, c, max_iter)
-            clf = fits[c]
-            acc = 100.0 * float(np.mean(clf.predict(xval) == yval))
-            tried.append((c, acc, stage))
-            log.info("C search (%s): C=%-10.4g val accuracy %.2f%%", stage, c, acc)
-            return acc
-
-        accs = [score(c, "grid") for c in grid]
-        best = grid[int(np.argmax(accs))]  # ties: the first in the grid, as np.argmax in CoOp's script
-        left, right = best / 10.0, best * 10.0
-        for step in range(steps):
-            acc_left, acc_right = score(left, f"step {step + 1}"), score(right, f"step {step + 1}")
-            lo, hi = math.log10(left), math.log10(right)
-            if acc_left < acc_right:
-                best, left, right = right, 10 ** ((lo + hi) / 2), right
-            else:
-                best, left, right = left, left, 10 ** ((lo + hi) / 2)
-        log.info("C search: chose C=%g on the validation split (%d fits)", best, len(fits))
-        return best, fits[best], tried

@@ -26,7 +26,7 @@ from dassl.data.transforms import build_transform as dassl_transform
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-from clip_adapter.dassl.datasets import PLUGIN_MARK, project_view
+from clip_adapter.dassl.datasets import PLUGIN_MARK, project_view, to_dassl
 from clip_adapter.engine.evaluator import classification_metrics
 from clip_adapter.engine.logging_setup import setup_logging
 from clip_adapter.engine.optim import lr_at_epoch
@@ -107,6 +107,19 @@ class Hosted:
         self.spec_train = _describe(self.host.train_loader_x.dataset.transform)
         self.spec_test = _describe(self.host.test_loader.dataset.transform)
 
+    def train_view_features(self) -> torch.Tensor:
+        """[K, N, D] raw features of K augmented passes over the training images in order, through
+        Dassl's training transform (Dassl has no view cache: K = FEATURES.TRAIN_VIEWS fresh passes)."""
+        if self._train_views is None:
+            k = self.num_train_views()
+            passes = []
+            for _ in range(k):
+                feats = [self.encode_images(b["img"]).cpu().clone() for b in self.host.feature_loader("train_aug")]
+                passes.append(torch.cat(feats))
+            log.info("Dassl engine: %d augmented pass(es) of the training images through Dassl's transform (no view cache)", k)
+            self._train_views = torch.stack(passes)
+        return self._train_views
+
     def split_features(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
         """Raw image features of a split from Dassl's loaders (deterministic test transform)."""
         if split not in self.dassl_features:
@@ -157,16 +170,21 @@ class DasslTrainer(TrainerX):
                  ", ".join(f"{n} ({sum(p.numel() for p in m.parameters()):,} parameters)" for n, m in core.models().items()) or "nothing to train")
 
     def feature_loader(self, split: str):
-        """Dassl loaders for a one-step fit: train images through the test transform, val, test."""
-        if split == "train":
+        """Dassl loaders of the features a project trainer reads: train images through the test
+        transform ("train") or the training transform ("train_aug", in order), val (the few-shot
+        val), the whole val split ("val_full", selection protocol full_val), test."""
+        if split in ("train", "train_aug", "val_full"):
+            items = self.dm.dataset.train_x if split != "val_full" else to_dassl(self.core.dm.dataset.val_full)
             return build_data_loader(
                 self.cfg,
                 sampler_type="SequentialSampler",
-                data_source=self.dm.dataset.train_x,
+                data_source=items,
                 batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
-                tfm=dassl_transform(self.cfg, is_train=False),
+                tfm=dassl_transform(self.cfg, is_train=split == "train_aug"),
                 is_train=False,
             )
+        if split not in ("val", "test"):
+            raise ValueError(f"no Dassl loader for split {split!r}")
         return self.val_loader if split == "val" else self.test_loader
 
     # ---------------------------------------------------------------- train
@@ -203,6 +221,16 @@ class DasslTrainer(TrainerX):
     def after_epoch(self) -> None:
         self.update_lr()  # once per epoch, before Dassl saves, as CoOp's trainers do
         super().after_epoch()
+
+    def after_train(self) -> None:
+        """Before Dassl deploys and tests: the project trainer's work on the deployed weights after
+        the last epoch (``after_training``, e.g. Tip-Adapter-F's alpha/beta search)."""
+        core = self.core
+        if core.uses_training_data and core.trains_in_epochs and core.trainable_modules():
+            if self.cfg.TEST.FINAL_MODEL == "best_val" and not self.cfg.TEST.NO_TEST:
+                self.load_model(self.output_dir)
+            core.after_training()
+        super().after_train()
 
     # ---------------------------------------------------------- checkpoints
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:

@@ -109,6 +109,7 @@ class DatasetBase:
         train, val, test = splits["train"], splits["val"], splits["test"]
         if self.val_is_test:
             val = test
+        val_full = val  # the whole val split, kept for SELECTION.PROTOCOL full_val (engine/selection.py)
 
         num_shots = int(cfg.DATASET.NUM_SHOTS)
         if num_shots >= 1 and not self.test_only:
@@ -121,15 +122,18 @@ class DatasetBase:
             val = test if self.val_is_test else with_classnames(subset["val"], names)
         if self.test_only:
             train, val, test = subsample_classes(test, test, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
+            val_full = val
         else:
-            train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
+            train, val, test, val_full = subsample_classes(train, val, test, val_full, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         if getattr(cfg.DATASET, "SKIP_BAD_IMAGES", False):
-            train, val, test = drop_unreadable(train, val, test)
+            train, val, test, val_full = drop_unreadable(train, val, test, val_full)
         else:  # every unreadable image named now, not one at a time after training
             require_readable({"train": train, "val": val, "test": test})
         self.train_x: List[Datum] = train
         self.val: List[Datum] = val
         self.test: List[Datum] = test
+        # The whole val split (the few-shot ``val`` is drawn from it; for val_is_test datasets: test).
+        self.val_full: List[Datum] = val_full
         self._lab2cname = self._build_lab2cname(test if self.test_only else train)
         shared = duplicate_classnames(self._lab2cname)
         if shared:

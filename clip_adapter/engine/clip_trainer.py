@@ -67,6 +67,7 @@ class ClipTrainer(TrainerBase):
         cfg = self.cfg
         if cfg.FEATURES.MODE not in MODES:
             raise ConfigError(f"FEATURES.MODE must be one of {', '.join(MODES)}, got {cfg.FEATURES.MODE!r}")
+        self.selection_protocol()  # an unknown SELECTION.PROTOCOL fails before CLIP loads
         requested = getattr(cfg.TRAINER, self.prec_node).PREC if self.prec_node else "fp16"
         self.precision = resolve_precision(requested, self.device)
         if self.prec_node and self.precision != requested.lower():
@@ -173,7 +174,8 @@ class ClipTrainer(TrainerBase):
     def split_features(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
         """Raw image features of a split through the deterministic (test) transform, and the labels.
 
-        ``"train"`` gives the centre view of each training image (what a linear probe fits on).
+        ``"train"`` gives the centre view of each training image (what a linear probe fits on);
+        ``"val"`` is the few-shot val, ``"val_full"`` the whole val split (selection protocols).
         Cached mode reads/fills the cache; exact mode encodes now (once per trainer, as the paper's
         code evaluates once).
         """
@@ -276,17 +278,11 @@ class ClipTrainer(TrainerBase):
             )
         super().load_module_state(name, state, source)
 
-    def require_validation(self, what: str, fix: str) -> None:
-        """Refuse a hyperparameter search without a held-out split: test is never used to choose.
-
-        ``what`` names the knob, ``fix`` says how to set it without a search (for the error message).
-        """
-        dataset = self.dm.dataset
-        name = type(dataset).__name__
-        if getattr(dataset, "val_is_test", False):
-            raise ConfigError(f"{name}'s validation split is its test set, so {what} cannot be chosen on it; {fix}")
-        if len(dataset.val) == 0:
-            raise ConfigError(f"{name} has no validation images to choose {what} on; {fix}")
+    def require_validation(self, what: str, fix: str) -> Optional[str]:
+        """The split SELECTION.PROTOCOL chooses ``what`` on (``selection_split``): refuses, in one line,
+        a validation protocol on a dataset without that split. ``fix`` says how to set ``what``
+        without a search (for the error message). None under protocol ``none``."""
+        return self.selection_split(what, fix)
 
     # --------------------------------------------------------------- heads
     def class_text_features(self) -> torch.Tensor:

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
 from clip_adapter.engine.evaluator import classification_metrics, log_metrics
 from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
+from clip_adapter.engine import selection
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.progress import progress
@@ -104,7 +105,11 @@ class TrainerBase:
     @classmethod
     def needs_own_engine(cls, cfg) -> Optional[str]:
         """What in ``cfg`` only this project's own training loop implements (named for the error
-        another engine raises), or None."""
+        another engine raises), or None. Here: choosing the epoch (TEST.FINAL_MODEL best_val) under
+        another selection protocol than Dassl's own few-shot val; subclasses add theirs."""
+        if cls.trains_in_epochs and cfg.TEST.FINAL_MODEL == "best_val" and cfg.SELECTION.PROTOCOL != "fewshot_val":
+            return (f"TEST.FINAL_MODEL best_val under SELECTION.PROTOCOL {cfg.SELECTION.PROTOCOL} (Dassl's loop chooses the "
+                    "epoch on its few-shot val); use SELECTION.PROTOCOL fewshot_val or TEST.FINAL_MODEL last_step")
         return None
 
     def __init__(self, cfg) -> None:
@@ -120,6 +125,11 @@ class TrainerBase:
         self.history: list = []
         # Set before build_model() to evaluate a class-bound model on a mapped subset of its classes.
         self.class_space: Optional[ClassSpace] = None
+        # Every hyperparameter search of this run (engine/selection.py), for results.json.
+        self.searches: List[selection.Search] = []
+        # (epoch, score) of TEST.FINAL_MODEL best_val, on the protocol's split; kept in checkpoints.
+        self.epoch_scores: List[Tuple[int, float]] = []
+        self._epoch_split: Optional[str] = None
 
     # --------------------------------------------------------------- build
     def build(self) -> "TrainerBase":
@@ -211,14 +221,12 @@ class TrainerBase:
             self.save_model(0, epoch_name(1))
             self.start_epoch = 1
             return
+        self._epoch_split = self.epoch_selection_split()
         if self.start_epoch >= max_epoch:
             log.info("All %d epochs already done", max_epoch)
+            self._deploy_best_epoch()
+            self.after_training()
             return
-        if self.cfg.TEST.FINAL_MODEL == "best_val" and getattr(self.dm.dataset, "val_is_test", False):
-            raise ConfigError(
-                f"TEST.FINAL_MODEL best_val would choose the model on the test set: {self.cfg.DATASET.NAME}'s val split "
-                "is its test split (as in CoOp); use TEST.FINAL_MODEL last_step"
-            )
         log.info("Training %s for epochs %d..%d", type(self).__name__, self.start_epoch + 1, max_epoch)
         t0 = time.time()
         bar = progress(range(self.start_epoch, max_epoch), desc="Epochs", unit="ep", min_total=3)
@@ -244,13 +252,82 @@ class TrainerBase:
             self.after_epoch(epoch)
         self.train_time = time.time() - t0
         log.info("Finished training in %.1fs", self.train_time)
-        if self.cfg.TEST.FINAL_MODEL == "best_val":
-            log.info("Deploying the model with the best validation accuracy (%.2f%%)", self.best_val)
-            self.load_model(self.output_dir, epoch=None, best=True)
+        self._deploy_best_epoch()
+        self.after_training()
+
+    def after_training(self) -> None:
+        """Work on the deployed weights after the last epoch (e.g. Tip-Adapter-F's alpha/beta search);
+        both engines call it once training is over. Whatever it changes it saves itself."""
+
+    def _deploy_best_epoch(self) -> None:
+        """TEST.FINAL_MODEL best_val: record the epoch search and load the chosen epoch's weights."""
+        if self._epoch_split is None or not self.epoch_scores:
+            return
+        chosen = self._record_epoch_search()
+        log.info("Deploying the model of epoch %d, the best on %s (%.2f%%)", chosen, self._epoch_split, self.best_val)
+        self.load_model(self.output_dir, epoch=None, best=True)
+
+    # ------------------------------------------------------------ selection
+    def selection_protocol(self) -> str:
+        """SELECTION.PROTOCOL, checked."""
+        return selection.protocol_of(self.cfg)
+
+    def selection_split(self, what: str, fix: str) -> Optional[str]:
+        """The split ``what`` is chosen on (None under protocol ``none``); refuses a split the dataset
+        lacks (ImageNet's val is its test set) in one line. ``fix`` says how to set it without a search."""
+        split = selection.selection_split(self.cfg, self.dm.dataset, what, fix)
+        if split == "test":
+            selection.warn_test_selection(what)
+        return split
+
+    def select(
+        self,
+        knob: str,
+        candidates: Iterable[Any],
+        score: Callable[[Any, str], float],
+        default: Any = None,
+        fix: str = "",
+        ties: str = "first",
+        refine: Optional[selection.Refinement] = None,
+    ) -> Any:
+        """Choose ``knob`` under the protocol: ``score(value, split)`` for every candidate on the
+        protocol's split (recorded for results.json), or ``default`` under ``none`` (refused when the
+        knob has no configured value: ``default`` None)."""
+        split = self.selection_split(knob, fix or f"fix {knob} in the config")
+        if split is None:
+            if default is None:
+                raise ConfigError(f"SELECTION.PROTOCOL none runs no search, but {knob} has no configured value to use "
+                                  f"instead; {fix or 'set it in the config'}")
+            log.info("SELECTION.PROTOCOL none: %s = %s (configured, no search)", knob, default)
+            return default
+        found = selection.search(knob, candidates, lambda v: score(v, split), split=split, ties=ties, refine=refine)
+        self.searches.append(found)
+        return found.chosen
+
+    def selection_record(self) -> Dict:
+        """results.json's ``selection``: the protocol and every search of the run (values, scores, choice)."""
+        return {"protocol": self.selection_protocol(), "searches": [s.record() for s in self.searches]}
+
+    def epoch_selection_split(self) -> Optional[str]:
+        """Where TEST.FINAL_MODEL best_val scores each epoch (None: not applied, the last epoch is deployed)."""
+        if self.cfg.TEST.FINAL_MODEL != "best_val":
+            return None
+        split = self.selection_split("the deployed epoch (TEST.FINAL_MODEL best_val)", "use TEST.FINAL_MODEL last_step")
+        if split is None:
+            log.info("SELECTION.PROTOCOL none: TEST.FINAL_MODEL best_val is not applied; the last epoch is deployed")
+        return split
+
+    def _record_epoch_search(self) -> int:
+        """The epoch search of TEST.FINAL_MODEL best_val as a selection record (first best on ties)."""
+        found = selection.Search("epoch", self._epoch_split, [(int(e), float(a)) for e, a in sorted(self.epoch_scores)])
+        found.chosen = found.best("first")
+        self.searches = [s for s in self.searches if s.knob != "epoch"] + [found]
+        return found.chosen
 
     def after_epoch(self, epoch: int) -> None:
-        if self.cfg.TEST.FINAL_MODEL == "best_val" and len(self.dm.dataset.val) > 0:
-            acc = self.evaluate("val", quiet=True)["accuracy"]
+        if self._epoch_split is not None:
+            acc = self.evaluate(self._epoch_split, quiet=True)["accuracy"]
+            self.epoch_scores = [(e, a) for e, a in self.epoch_scores if e != epoch + 1] + [(epoch + 1, acc)]
             if acc > self.best_val:
                 self.best_val = acc
                 self.save_model(epoch, BEST_NAME)
@@ -273,6 +350,7 @@ class TrainerBase:
         if opt is not None:
             state["optimizer"] = opt.state_dict()
         state["best_val"] = float(self.best_val)
+        state["epoch_scores"] = [[int(e), float(a)] for e, a in self.epoch_scores]
         state[ORIGIN_KEY] = origin_record(self.cfg, self.dm.dataset.classnames)  # what transfer checks
         return state
 
@@ -336,6 +414,7 @@ class TrainerBase:
                 opt.load_state_dict(ckpt["optimizer"])
             self.start_epoch = int(ckpt.get("epoch", 0))
             self.best_val = float(ckpt.get("best_val", -1.0))
+            self.epoch_scores = [(int(e), float(a)) for e, a in ckpt.get("epoch_scores", [])]
         log.info("Resuming from %s (epoch %d done)", directory, self.start_epoch)
         return True
 
