@@ -42,7 +42,7 @@ class OxfordFlowers(DatasetBase):
         labels = load_mat(os.path.join(self.dataset_dir, "imagelabels.mat"), "labels")[0]
         names_file = os.path.join(self.dataset_dir, "cat_to_name.json")
         if not os.path.isfile(names_file):
-            raise DatasetError(f"class-name file not found: {names_file}; fetch it with python -m clip_adapter.data.download OxfordFlowers --root {self.root}")
+            raise DatasetError(f"class-name file not found: {names_file}; fetch it with clip-adapter download OxfordFlowers --root {self.root}")
         with open(names_file, encoding="utf-8") as f:
             lab2cname = json.load(f)
         groups = {}

@@ -48,7 +48,7 @@ class UCF101(DatasetBase):
         if not os.path.isdir(os.path.join(self.dataset_dir, LISTS)):
             raise DatasetError(
                 f"{self.split_path} is missing and so is {os.path.join(self.dataset_dir, LISTS)} to rebuild it: fetch the split file "
-                f"with python -m clip_adapter.data.download UCF101 --root {self.root}, or extract {LISTS_URL} into {self.dataset_dir}"
+                f"with clip-adapter download UCF101 --root {self.root}, or extract {LISTS_URL} into {self.dataset_dir}"
             )
         index = os.path.join(self.dataset_dir, LISTS, "classInd.txt")
         cname2lab = {}

@@ -290,7 +290,7 @@ def test_missing_dataset_folder_names_path_and_download_command(tmp_path):
         build(tmp_path, "Caltech101")
     msg = str(err.value)
     assert str(tmp_path / "caltech-101") in msg
-    assert f"python -m clip_adapter.data.download Caltech101 --root {tmp_path}" in msg
+    assert f"clip-adapter download Caltech101 --root {tmp_path}" in msg
     assert "\n" not in msg
 
 

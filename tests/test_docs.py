@@ -350,12 +350,13 @@ def train_main(argv: List[str]) -> Tuple[int, str]:
 
 
 def dry_run_commands(text: str) -> List[List[str]]:
-    """The ``train.py`` arguments of each ``dry-run:`` line the scripts print under DRY_RUN=1."""
+    """The ``train.py`` arguments of each ``dry-run:`` line the scripts print under DRY_RUN=1 (the planner
+    prints ``python -m clip_adapter.app.train ...``; older scripts printed ``python train.py ...``)."""
     cmds = []
     for line in text.splitlines():
         if line.startswith("dry-run: "):
             argv = shlex.split(line[len("dry-run: "):])
-            cmds.append(argv[next(i for i, a in enumerate(argv) if a.endswith("train.py")) + 1:])
+            cmds.append(argv[next(i for i, a in enumerate(argv) if a.endswith("train.py") or a == "clip_adapter.app.train") + 1:])
     return cmds
 
 
@@ -394,15 +395,15 @@ class Replay:
 
     # ------------------------------------------------------------------ the steps, in order
     def demo(self) -> None:
-        """`make demo` (its runs in-process), then `clip-adapter results output/demo`."""
-        out = self.work / "output" / "demo"
+        """`make demo` (its runs in-process), then `clip-adapter results output_demo`."""
+        out = self.work / "output_demo"
         proc = self.run(["bash", REPO / "scripts" / "demo.sh"], DRY_RUN="1", OUTPUT=str(out))
         log = out / "demo.log"
         cmds = dry_run_commands(log.read_text() if log.is_file() else "")
         assert cmds, f"DRY_RUN=1 scripts/demo.sh listed no runs:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         for argv, (rc, err) in zip(cmds, self.in_process(cmds, out / "feature_cache")):
             assert rc == 0, f"demo run failed: train.py {shlex.join(argv)}\n{err[-2000:]}"
-        rc, out, err = run_tool("results", ["output/demo"], self.work)
+        rc, out, err = run_tool("results", ["output_demo", "--include-offline-checks"], self.work)
         assert rc == 0, err[-2000:]
         self.record("results", out)
 
@@ -585,3 +586,28 @@ def test_contributing_example_trainer_installs_as_a_plugin_and_trains(tmp_path, 
     warnings = [ln for ln in proc.stderr.splitlines() if "plugin 'broken'" in ln]
     assert len(warnings) == 1 and "ImportError: broken on purpose" in warnings[0], proc.stderr[-2000:]
     assert "error: TRAINER.TEXT_INIT_PROBE.INIT must be one of text, random, got 'zeros'" in proc.stderr
+
+
+def test_the_methods_table_is_the_registrys_account():
+    """docs/methods.md's trainer table says, per registered trainer, what the registry says (input kind,
+    fit, dependence on shots/seed, transfer, backbone families): a new or changed method fails here."""
+    from clip_adapter.config import get_cfg_default
+    from clip_adapter.plugins import load_all
+    from clip_adapter.registry import TRAINERS
+
+    load_all(quiet=True)
+    text = (REPO / "docs" / "methods.md").read_text(encoding="utf-8")
+    table = text.split("<!-- trainer-table -->")[1].split("<!-- /trainer-table -->")[0]
+    rows = {}
+    for line in table.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    assert sorted(rows) == TRAINERS.names()
+    cfg = get_cfg_default()
+    for name, (_, kind, fit, depends, transfers, families, _page) in rows.items():
+        cls = TRAINERS.get(name)
+        assert kind.startswith("images") == (cls.input_kind == "images"), name
+        assert fit == ("none" if not cls.uses_training_data else "epochs" if cls.trains_in_epochs else "one step"), name
+        assert depends == ("yes" if cls.uses_training_data else "no"), name
+        assert transfers.startswith("yes") == (cls.transfer_blocker(cfg) is None), name
+        assert families == (", ".join(cls.backbone_families) or "all"), name

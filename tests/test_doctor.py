@@ -153,7 +153,7 @@ def test_each_dataset_alone_gets_its_own_exit_code(broken, capsys):
     assert rc == 0 and row(out, "Food101")[1] == "ok"
     # a named dataset that is not there is unusable; the same dataset not named is only listed
     rc, out, _ = run_doctor(capsys, "oxford_pets", "--root", root, "--cache-dir", "")
-    assert rc == 1 and row(out, "OxfordPets")[1] == "missing" and "python -m clip_adapter.data.download OxfordPets" in out
+    assert rc == 1 and row(out, "OxfordPets")[1] == "missing" and "clip-adapter download OxfordPets" in out
     rc, out, _ = run_doctor(capsys, "--root", root / "empty", "--cache-dir", "")
     assert rc == 0 and row(out, "OxfordPets")[1] == "missing" and "not under" in out
     assert run_doctor(capsys, "nosuchset", "--root", root)[0] == 2
@@ -170,7 +170,7 @@ def test_a_split_built_here_is_reported_as_such(tmp_path, capsys):
     assert rc == 0 and row(out, "Food101")[1] == "ok"
     built = root / "food-101" / "split_built_Food101.json"
     assert f"split {built} was built here (CoOp's per-class random 50/20/30" in out and "seed 3)" in out
-    assert "not CoOp's split_zhou_Food101.json" in out and f"python -m clip_adapter.data.download Food101 --root {root}" in out
+    assert "not CoOp's split_zhou_Food101.json" in out and f"clip-adapter download Food101 --root {root}" in out
 
 
 def test_flat_imagenet_val_is_sorted_by_the_printed_command(broken, capsys, tmp_path):

@@ -16,7 +16,7 @@ from clip_adapter.errors import UserError
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m clip_adapter.data.download", description="Download datasets in CoOp's layout into --root")
+    p = argparse.ArgumentParser(prog="clip-adapter download", description="Download datasets in CoOp's layout into --root")
     p.add_argument("names", nargs="*", help="datasets (class or CoOp config names), or 'all'")
     p.add_argument("--root", default=os.environ.get("DATA", ""), help="the folder that holds every dataset ($DATA)")
     p.add_argument("--keep-archives", action="store_true", help=f"keep downloaded archives in <dataset>/{DOWNLOADS}/")

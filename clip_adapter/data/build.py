@@ -151,7 +151,7 @@ def find_classnames_file(dataset_dir: str, root: str) -> str:
             return path
     raise DatasetError(
         f"ImageNet class names not found: put classnames.txt in {candidates[0]} or {candidates[1]} "
-        f"(python -m clip_adapter.data.download ImageNet --root {root} fetches it)"
+        f"(clip-adapter download ImageNet --root {root} fetches it)"
     )
 
 

@@ -169,7 +169,7 @@ class DatasetBase:
             self.download()
         for folder in (self.dataset_dir, self.image_dir):
             if not os.path.isdir(folder):
-                hint = self.download_hint or f"python -m clip_adapter.data.download {type(self).__name__} --root {self.root}"
+                hint = self.download_hint or f"clip-adapter download {type(self).__name__} --root {self.root}"
                 raise DatasetError(
                     f"dataset folder not found: {folder}; get it with: {hint} (or set DATASET.DOWNLOAD True), "
                     f"or point --root at the folder that holds {type(self).dataset_dir}/"
@@ -221,7 +221,7 @@ class DatasetBase:
             log.warning(
                 "%s has this project's layout, not that of CoOp's published file: an earlier version built it here and "
                 "saved it under CoOp's name. Rename it to %s to keep this split, or delete it and fetch CoOp's "
-                "(python -m clip_adapter.data.download %s --root %s)",
+                "(clip-adapter download %s --root %s)",
                 path, built_split_name(type(self).__name__), type(self).__name__, shlex.quote(self.root),
             )
             return provenance(path, BUILT_HERE, "unknown: built by an earlier version of this project, saved under CoOp's name", None)

@@ -23,9 +23,9 @@ download and where to put it (``manual_download`` on the dataset class).
 
 Command line (the app layer; it imports the registered datasets)::
 
-    python -m clip_adapter.data.download caltech101 oxford_pets --root $DATA
-    python -m clip_adapter.data.download all --root $DATA
-    python -m clip_adapter.data.download --list
+    clip-adapter download caltech101 oxford_pets --root $DATA
+    clip-adapter download all --root $DATA
+    clip-adapter download --list
 """
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def run(args) -> int:
         print("\n" + details)
     absent = [r.dataset for r in reports if r.status == "missing"]
     if absent and not (named or args.verbose):
-        print(f"\n{len(absent)} dataset(s) not under {root}: python -m clip_adapter.data.download --list says how to get each (-v: per dataset)")
+        print(f"\n{len(absent)} dataset(s) not under {root}: clip-adapter download --list says how to get each (-v: per dataset)")
 
     findings = [f for r in reports for f in r.findings]
     cache_dir = args.cache_dir if args.cache_dir is not None else default_cache_dir()

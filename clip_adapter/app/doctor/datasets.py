@@ -49,7 +49,7 @@ def _check_layout(ds: DatasetBase, report: Report) -> bool:
 
     cls = type(ds)
     name = cls.__name__
-    get = f"python -m clip_adapter.data.download {name} --root {shlex.quote(ds.root)}"
+    get = f"clip-adapter download {name} --root {shlex.quote(ds.root)}"
     if isinstance(ds, CustomDataset):
         try:
             ds.prepare()
@@ -149,7 +149,7 @@ def check_dataset(ds: DatasetBase, sample: int = 0, workers: int = 8) -> Report:
     source = next((p for p in (ds.split_path, built_path) if p and os.path.isfile(p)), "the annotations")
     prov = ds.split_provenance or {}
     coop_publishes = bool(type(ds).split_file) and any(getattr(r, "dest", "") == type(ds).split_file for r in type(ds).resources)
-    fetch = f"python -m clip_adapter.data.download {type(ds).__name__} --root {shlex.quote(ds.root)}"
+    fetch = f"clip-adapter download {type(ds).__name__} --root {shlex.quote(ds.root)}"
     missing = _split_counts(splits, report)
     if missing:
         fix = "restore them (or check --root)"
