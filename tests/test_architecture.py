@@ -151,6 +151,7 @@ def test_every_default_key_is_read_or_declared_a_compatibility_key():
     assert not stale, f"COMPAT_KEYS names keys that are not defaults: {stale}"
 
 
+@pytest.mark.slow
 def test_a_compatibility_key_set_in_a_run_is_logged_once(run_train, tmp_path):
     out = tmp_path / "run"
     assert run_train(out, "ZeroshotCLIP", "TEST.COMPUTE_CMAT", "True", "INPUT.CUTOUT_N", "3") == 0

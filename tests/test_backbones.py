@@ -54,6 +54,7 @@ def _openai_weights_in_open_clip(tmp_path, weights: str):
 
 
 # ------------------------------------------------------------------ equivalence
+@pytest.mark.slow
 def test_openai_weights_give_the_same_numbers_through_both_families(tmp_path):
     # OpenAI's released weights are fp16 values, and the clip package's build_model rounds every weight
     # to fp16 on load; the tiny random weights are made fp16-exact so both families load the same values
@@ -95,6 +96,7 @@ def test_openai_weights_give_the_same_numbers_through_both_families(tmp_path):
 
 
 # ------------------------------------------------------------------ text towers
+@pytest.mark.slow
 @pytest.mark.parametrize("family, name", [("openai", "tiny"), ("open_clip", "tiny-vit")])
 def test_coop_prompts_use_the_causal_mask(family, name, monkeypatch):
     """With a causal mask, whatever follows the end token cannot change the sentence feature."""
@@ -113,6 +115,7 @@ def test_coop_prompts_use_the_causal_mask(family, name, monkeypatch):
             assert not torch.allclose(enc(changed, pl.tokenized_prompts), enc(prompts, pl.tokenized_prompts))
 
 
+@pytest.mark.slow
 def test_sigmoid_model_has_no_causal_mask_and_a_logit_bias():
     bb = load_tiny("open_clip", "tiny-sigmoid")
     assert bb.sigmoid and bb.logit_bias == -10.0 and bb.context_length == 32
@@ -188,6 +191,7 @@ def test_a_copy_of_published_openai_weights_is_named_as_those_weights(tmp_path, 
         fam.published_sha256.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_copy_of_an_open_clip_tags_weights_is_named_by_the_tag(tmp_path, monkeypatch):
     """open_clip's release file names carry a sha256 prefix: a copy given by path is that tag."""
     import open_clip
@@ -259,6 +263,7 @@ def _test_arch(tmp_path, config_of: str) -> str:
     return arch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["openai", "open_clip"])
 def test_bad_weights_files_end_in_one_line(family, tmp_path):
     """Truncated, an HTML page saved as weights, another architecture: one line naming the file and the
@@ -336,6 +341,7 @@ def _results(folder):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_clip_adapter_on_open_clip_trains_evaluates_and_transfers_base_to_new(run_train, tmp_path):
     """main(argv) in-process on tiny_openclip: the few-shot run, its --eval-only reload, and
     base-to-novel (train on the base half, test on the new half)."""

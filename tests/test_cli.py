@@ -19,6 +19,7 @@ def base_args(data_root, out, trainer="ZeroshotCLIP"):
             "--config-file", trainer_cfg("ZeroshotCLIP"), "--output-dir", str(out)]
 
 
+@pytest.mark.slow
 def test_zero_shot_run_writes_results_config_and_coop_log_lines(tmp_path, data_root):
     out = tmp_path / "run"
     assert main(base_args(data_root, out) + ["DATASET.NUM_SHOTS", "4"]) == 0
@@ -91,6 +92,7 @@ def test_finished_run_is_skipped(tmp_path, data_root, capsys):
     assert (out / "results.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_unfinished_run_without_checkpoint_restarts(tmp_path, data_root, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -100,6 +102,7 @@ def test_unfinished_run_without_checkpoint_restarts(tmp_path, data_root, capsys)
     assert (out / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_seed_zero_is_a_real_seed(tmp_path, data_root):
     out = tmp_path / "run"
     args = base_args(data_root, out)
@@ -109,6 +112,7 @@ def test_seed_zero_is_a_real_seed(tmp_path, data_root):
     assert os.path.isfile(os.path.join(data_root, "smoke", "split_fewshot", "shot_2-seed_0.json"))
 
 
+@pytest.mark.slow
 def test_results_record_the_hyperparameters_used(tmp_path, run_train):
     out = tmp_path / "ca"
     assert run_train(out, "CLIP_Adapter", "OPTIM.MAX_EPOCH", "2", "TRAINER.CLIP_ADAPTER.RATIO", "0.4", shots=2) == 0
@@ -125,6 +129,7 @@ def _numbers(path):
     return {k: res[k] for k in ("accuracy", "correct", "macro_f1", "val_accuracy", "per_class_accuracy")}
 
 
+@pytest.mark.slow
 def test_same_seed_same_results_and_an_interrupted_run_resumes_to_the_same_numbers(tmp_path, run_train, monkeypatch, capsys):
     """Two runs with one seed agree exactly; a run killed after epoch 2 resumes from its checkpoint
     (epoch 1) and ends with the uninterrupted run's numbers (views and batch order are seeded per epoch)."""
@@ -154,6 +159,7 @@ def test_same_seed_same_results_and_an_interrupted_run_resumes_to_the_same_numbe
     assert _numbers(c) == _numbers(a)
 
 
+@pytest.mark.slow
 def test_a_run_without_output_dir_gets_a_folder_of_its_own(tmp_path, data_root, monkeypatch, capsys):
     """No --output-dir: the run does not write into the scripts' output root (where results.json would
     make every later run "finished"); each such run gets its own folder under output/runs/."""

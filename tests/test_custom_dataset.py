@@ -280,6 +280,7 @@ def test_bad_template_is_refused_when_the_classifier_is_built(tmp_path):
 
 
 # ------------------------------------------------------------------ duplicate class names
+@pytest.mark.slow
 def test_equal_class_names_stay_two_classes_end_to_end(tmp_path, run_train):
     """Two labels named 'crane': two classifier rows, two labels in the data, in the metrics, in results.json."""
     import torch
@@ -320,6 +321,7 @@ def fast(*opts):
     return ["OPTIM.MAX_EPOCH", "2", *opts]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_each_layout_trains_through_the_cli_fewshot_and_base_new(tmp_path, run_train, layout):
     _, custom = LAYOUTS[layout](tmp_path / "data")
@@ -343,6 +345,7 @@ def test_each_layout_trains_through_the_cli_fewshot_and_base_new(tmp_path, run_t
     assert generated[0].read_bytes() == content
 
 
+@pytest.mark.slow
 def test_every_trainer_runs_on_a_custom_dataset(tmp_path, run_train):
     csv_tree(tmp_path / "data" / "pets_csv")
     yaml = dataset_yaml(tmp_path / "pets.yaml", PATH="pets_csv/labels.csv")

@@ -132,6 +132,7 @@ def test_extend_cfg_adds_only_what_is_missing_from_the_one_set_of_defaults(plugi
 
 
 # ----------------------------------------------------- every trainer, via CLI
+@pytest.mark.slow
 @pytest.mark.dassl
 @dassl_only
 @pytest.mark.parametrize("trainer", TRAINERS.names())
@@ -172,6 +173,7 @@ def test_dassl_engine_bad_input_one_line_nothing_written(trainer, opts, needle, 
 
 
 # ----------------------------------------------- the two engines, same numbers
+@pytest.mark.slow
 @pytest.mark.dassl
 @dassl_only
 def test_engines_agree_on_fewshot_subset_adapter_weights_and_accuracy(plugin, tmp_path):

@@ -355,6 +355,7 @@ def test_corrupt_image_named_or_skipped_with_flag(tmp_path, caplog):
     assert "skipped 1 unreadable image(s)" in caplog.text and bad in caplog.text
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_all_named_before_anything_trains(tmp_path, run_train, capsys):
     """Truncated files (a test image among them, which a run decodes only after training) stop the
     run at the start with one error: the count, the paths, the fix."""

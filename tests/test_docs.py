@@ -485,6 +485,7 @@ def replay(tmp_path_factory) -> Dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("page,key,line", [(b[0], b[1], b[2]) for b in marked_blocks()],
                          ids=lambda v: v.name if isinstance(v, Path) else str(v))
+@pytest.mark.slow
 def test_example_output_matches_what_the_tools_print(replay, page, key, line):
     block = next(b for b in marked_blocks(page=page) if b[1] == key and (UPDATE or b[2] == line))[4]
     actual = replay[key].split("\n")

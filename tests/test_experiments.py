@@ -112,6 +112,7 @@ def evaluate(run_train, out, trainer, model_dir, target, *opts):
     ("LinearProbeCLIP", (), "its weights are one classifier row per training class"),
     ("CoOp", ("TRAINER.COOP.CSC", "True"), "learned per training class (TRAINER.COOP.CSC True"),
 ])
+@pytest.mark.slow
 def test_class_bound_model_on_other_classes_is_refused_in_one_line(trained, run_train, tmp_path, capsys, trainer, opts, reason):
     """SmokeOther has as many classes as Smoke: the shapes would load, the names say no."""
     out = tmp_path / "output" / "eval"

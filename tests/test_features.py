@@ -81,6 +81,7 @@ def shards(root):
 
 
 # ------------------------------------------------------------------------ encode once
+@pytest.mark.slow
 def test_second_run_encodes_nothing_and_returns_the_same_features(tmp_path, tiny, images):
     cfg = tiny_cfg()
     first = make_cache(tmp_path / "cache", tiny)
@@ -116,6 +117,7 @@ def test_keys_are_per_image_so_subsets_share_rows(tmp_path, tiny, images):
     assert torch.equal(reordered[:N_IMAGES], full.flip(0)) and torch.equal(reordered[N_IMAGES:], full[:2])
 
 
+@pytest.mark.slow
 def test_views_are_seeded_by_image_and_view(tmp_path, tiny, images):
     """A cached view equals a fresh encode of the crop seeded by (image, view), in any batch/order."""
     cfg = tiny_cfg()
@@ -160,6 +162,7 @@ def test_changed_image_invalidates_only_that_image(tmp_path, tiny, images):
     assert torch.equal(after[keep], before[keep])
 
 
+@pytest.mark.slow
 def test_changed_transform_precision_or_view_uses_a_separate_namespace(tmp_path, tiny, images):
     cfg = tiny_cfg()
     cache = make_cache(tmp_path / "cache", tiny)
@@ -234,6 +237,7 @@ def _one_warning(caplog):
     return warnings[0].getMessage()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "edit_values", "garbage", "wrong_width"])
 def test_damaged_shard_is_rebuilt_with_one_warning(tmp_path, tiny, images, monkeypatch, caplog, damage):
     monkeypatch.setattr(F, "SHARD_ROWS", 4)
@@ -438,6 +442,7 @@ def test_cached_and_exact_mode_train_the_same_clip_adapter(tmp_path, run_train, 
         assert results["cached"][key] == results["exact"][key], key
 
 
+@pytest.mark.slow
 def test_other_seed_encodes_only_its_new_images(tmp_path, data_root):
     opts = ["FEATURES.CACHE_DIR", str(tmp_path / "cache"), "OPTIM.MAX_EPOCH", "2", "FEATURES.TRAIN_VIEWS", "3"]
     runs = []
@@ -495,6 +500,7 @@ def test_view_seeds_follow_the_image_within_the_root_not_the_root(tmp_path):
     assert ViewSeeds([pa], [3], str(a))(0) == view_seed(pb, 3, str(b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["cached", "exact"])
 def test_same_data_under_another_root_trains_the_same(tmp_path, run_train, mode):
     """The data copied to another --root: identical accuracy and identical adapter weights."""

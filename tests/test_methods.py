@@ -111,6 +111,7 @@ def test_tip_adapter_matches_the_reference_formulas(make, tmp_path):
         torch.testing.assert_close(t.logits(feats), tip_logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tip_adapter_search_scores_the_grid_in_the_references_order(make, tmp_path):
     t = make("TipAdapter", tmp_path / "tip")
     t.train()
@@ -157,6 +158,7 @@ def test_tip_adapter_f_optimiser_and_per_iteration_cosine(make, tmp_path):
     assert knobs == ["epoch", "TRAINER.TIP_ADAPTER (BETA, ALPHA)"]
 
 
+@pytest.mark.slow
 def test_tip_adapter_evaluates_a_class_subset_with_another_cache_size(cli, tmp_path):
     """Transfer to a class subset (SmokeSubset): the cache keeps the size of the training set it was built on."""
     out = tmp_path / "src"
@@ -236,6 +238,7 @@ def reference_lpp(feats, labels, text, shots, epochs, bias, val_feats=None, val_
     return classifier, alpha_vec.detach()[0], best_epoch + 1
 
 
+@pytest.mark.slow
 def test_lpp_matches_the_reference_updates(make, tmp_path):
     t = make("LPpp", tmp_path / "lpp", "SELECTION.PROTOCOL", "none", "TRAINER.LPPP.STEPS", "25")
     t.train()
@@ -271,6 +274,7 @@ def test_clap_penalty_multipliers_and_outer_step():
     torch.testing.assert_close(rho, torch.tensor([4.0, 1.0]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["CLAP", "ZSLP"])
 def test_clap_loss_is_cross_entropy_plus_the_class_penalty(name, make, tmp_path):
     t = make(name, tmp_path / name)
@@ -342,6 +346,7 @@ SEARCHERS = [("TipAdapter", ()), ("GDA", ()), ("LPpp", ()), ("TipAdapterF", ("OP
              ("CLIP_Adapter", ("TRAINER.CLIP_ADAPTER.SEARCH_RATIOS", "[0.2, 0.6]", "OPTIM.MAX_EPOCH", "1"))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, opts", SEARCHERS, ids=[n for n, _ in SEARCHERS])
 def test_fewshot_val_never_reads_the_test_split(name, opts, make, tmp_path, monkeypatch):
     """The same choice with the test features poisoned (NaN, labels shuffled), and no test read at all."""

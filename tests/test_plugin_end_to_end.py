@@ -133,6 +133,7 @@ def broken_lines(stderr: str) -> list:
     return [ln for ln in stderr.splitlines() if "broken" in ln]
 
 
+@pytest.mark.slow
 def test_plugin_names_resolve_and_a_broken_plugin_is_one_line(plugin_site, data_root, tmp_path):
     """The planner finds the plugin's trainer, config node and dataset by name; the broken plugin is one warning."""
     env = plugin_env(plugin_site, data_root, tmp_path / "out", DRY_RUN=1, SEEDS="1")
@@ -179,6 +180,7 @@ def test_plugin_through_main_reproduce_sweep_and_tables(plugin_site, data_root, 
     assert status.returncode == 0 and "2 run(s): 2 finished" in status.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.dassl
 @pytest.mark.skipif(importlib.util.find_spec("dassl") is None, reason="Dassl is not installed (docs: the Dassl plugin mode)")
 def test_plugin_trainer_and_dataset_under_dassls_engine(plugin_site, data_root, tmp_path):

@@ -120,6 +120,7 @@ def test_scripts_are_one_planner_call():
         assert code == ['source "$(dirname "${BASH_SOURCE[0]}")/common.sh"', f'experiment {name} "$@"'], name
 
 
+@pytest.mark.slow
 def test_status_and_usage_exit_statuses_come_through_the_script(tmp_path, data_root):
     """--status: 3 while a run is not finished, 1 once one has failed (never 0 then); usage errors 2."""
     out = tmp_path / "out"
@@ -138,6 +139,7 @@ def test_status_and_usage_exit_statuses_come_through_the_script(tmp_path, data_r
     assert proc.returncode == 2 and proc.stderr.startswith("usage: bash scripts/xd_train.sh SEED")
 
 
+@pytest.mark.slow
 def test_dry_run_shows_folder_layout_and_command(tmp_path, data_root, experiment):
     """One place builds the command: folder names encode shots, extra opts (CoOp style) and seeds."""
     env = script_env(data_root, tmp_path / "out", DRY_RUN=1, SEEDS="1 2")
@@ -303,6 +305,7 @@ def test_reproduce_again_redoes_nothing_and_redoes_a_crashed_run(sweep):
     assert after["accuracy"] == before["accuracy"]
 
 
+@pytest.mark.slow
 def test_reproduce_dry_run_plans_the_paper_comparison(tmp_path, data_root):
     """Default trainers, 5 shot counts, 3 seeds, base-to-novel; CoOp's per-shot configs as in its README."""
     env = script_env(data_root, tmp_path / "out", DRY_RUN=1)

@@ -180,6 +180,7 @@ def test_plan_from_the_scripts_orders_tests_after_training_and_warms_the_cache_f
     assert all("neither finished nor part of this sweep" in plan.blocked[t] for t in tests)
 
 
+@pytest.mark.slow
 def test_dry_run_through_a_script_prints_the_commands_and_the_plan(tmp_path, data_root):
     env = script_env(data_root, tmp_path / "out", DRY_RUN=1, SEEDS="1 2")
     proc = subprocess.run(["bash", str(SCRIPTS / "main.sh"), "smoke", "tiny", "2", "--jobs", "2"], env=env, cwd=tmp_path,
@@ -230,6 +231,7 @@ def test_cluster_config_file_and_options(tmp_path):
 
 
 # ------------------------------------------------------------------- local worker pool
+@pytest.mark.slow
 def test_local_pool_pins_gpus_round_robin_and_logs_each_run(tmp_path):
     names = [f"r{i}" for i in range(5)]
     jobs = stand_in_joblist(tmp_path, names, seconds=0.3)
@@ -254,6 +256,7 @@ def test_local_pool_pins_gpus_round_robin_and_logs_each_run(tmp_path):
     assert seen == {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2)), "CLIP_ADAPTER_WEIGHTS": "/somewhere/weights"}
 
 
+@pytest.mark.slow
 def test_failed_run_is_reported_with_its_log_retried_next_call_and_blocks_its_dependents(tmp_path):
     jobs = stand_in_joblist(tmp_path, ["good", "bad", "after_bad"], fail={"bad"}, after={"after_bad": ["bad"]})
     proc = sweep_cli(jobs, "--jobs", "2", cwd=tmp_path)
@@ -276,6 +279,7 @@ def test_failed_run_is_reported_with_its_log_retried_next_call_and_blocks_its_de
     assert sweep_cli(jobs, cwd=tmp_path).stdout.strip() == "sweep: all 3 run(s) are finished"
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_at_once_run_each_run_exactly_once(tmp_path):
     names = [f"r{i}" for i in range(6)]
     jobs = stand_in_joblist(tmp_path, names, seconds=1.5)
@@ -294,6 +298,7 @@ def test_two_sweeps_started_at_once_run_each_run_exactly_once(tmp_path):
         assert (tmp_path / "out" / n / "sweep.log").read_text().count("sweep attempt") == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_pool_and_leaves_runs_unfinished_not_failed(tmp_path):
     jobs = stand_in_joblist(tmp_path, ["quick", "slow1", "slow2"], seconds={"slow1": 60, "slow2": 60})
     proc = subprocess.Popen([sys.executable, "-m", "clip_adapter", "sweep", str(jobs), "--jobs", "2"], cwd=tmp_path,
@@ -315,6 +320,7 @@ def test_ctrl_c_stops_the_pool_and_leaves_runs_unfinished_not_failed(tmp_path):
     assert status_rows(status.stdout) == {"out/quick": "finished", "out/slow1": "pending", "out/slow2": "pending"}
 
 
+@pytest.mark.slow
 def test_status_reports_each_state(tmp_path):
     names = ["done", "busy", "broken", "queued"]
     jobs = stand_in_joblist(tmp_path, names, fail={"broken"})
@@ -426,6 +432,7 @@ def test_slurm_without_a_cluster_says_how_to_proceed(tmp_path, monkeypatch, caps
     assert err.startswith("error: --launcher slurm:") and "--cluster local" in err
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_stages_in_order(tmp_path):
     jobs = stand_in_joblist(tmp_path, ["train", "test1", "test2"], seconds=0.5, after={"test1": ["train"], "test2": ["train"]})
     proc = sweep_cli(jobs, "--launcher", "slurm", "--cluster", "local", "--time", "5", "--submitit-dir", tmp_path / "submitit", cwd=tmp_path)

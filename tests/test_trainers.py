@@ -53,6 +53,7 @@ def random_inputs(trainer, n):
     return torch.randn(n, trainer.clip_info.embed_dim) * 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [c for _, _, c in TINY_BACKBONES])
 @pytest.mark.parametrize("name", TRAINERS.names())
 def test_every_trainer_trains_only_its_own_parameters(name, cfg, data_root, tmp_path):
@@ -92,6 +93,7 @@ def test_every_trainer_trains_only_its_own_parameters(name, cfg, data_root, tmp_
     assert all(torch.equal(before[k], after[k]) for k in before), "a CLIP weight changed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINERS.names())
 def test_every_trainer_runs_through_the_cli(name, run_train, tmp_path):
     """train.py on smoke/tiny; a trained model then reproduces its test accuracy with --eval-only."""
@@ -108,6 +110,7 @@ def test_every_trainer_runs_through_the_cli(name, run_train, tmp_path):
 
 
 # ---------------------------------------------------------------- equivalences
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["visual", "text", "both"])
 def test_clip_adapter_alpha_zero_is_zero_shot(kind, data_root, tmp_path):
     zs = build("ZeroshotCLIP", data_root, tmp_path / "zs")
@@ -168,6 +171,7 @@ def test_zeroshot_clip2_run_uses_eight_prompts(data_root, tmp_path):
     assert zs2.templates == COOP_IMAGENET_TEMPLATES_SELECT + ["a photo of a {}."]
 
 
+@pytest.mark.slow
 def test_coop_ctx_init_starts_at_the_zero_shot_template(data_root, tmp_path):
     zs = build("ZeroshotCLIP", data_root, tmp_path / "zs")
     assert zs.templates == ["a photo of a {}."]
@@ -186,6 +190,7 @@ def test_coop_ctx_init_starts_at_the_zero_shot_template(data_root, tmp_path):
         assert not torch.allclose(coop.class_text_features(), zs.text_weights, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_coop_amp_step_scales_and_updates_the_context(data_root, tmp_path):
     """The PREC amp branch (autocast + GradScaler), exercised on CPU's autocast since CUDA is absent here."""
     coop = build("CoOp", data_root, tmp_path / "amp")
@@ -219,6 +224,7 @@ def _write_clip(path, **arch):
     ],
     ids=["rn50-shaped-1024", "vit-b-shaped-512"],
 )
+@pytest.mark.slow
 def test_adapter_width_follows_the_backbone(arch, data_root, tmp_path):
     weights = _write_clip(tmp_path / "clip.pt", **arch)
     trainer = build("CLIP_Adapter", data_root, tmp_path / "out", "MODEL.BACKBONE.NAME", weights, "TRAINER.CLIP_ADAPTER.TYPE", "both")
@@ -246,6 +252,7 @@ def adapter_run(data_root, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_clip_adapter_eval_only_reproduces_the_test_accuracy(adapter_run, run_train, data_root, tmp_path):
     b = tmp_path / "eval"
     assert run_train(b, "CLIP_Adapter", "TRAINER.CLIP_ADAPTER.TYPE", "both", shots=8, extra=["--eval-only", "--model-dir", str(adapter_run)]) == 0
@@ -295,6 +302,7 @@ def _record_splits(trainer, monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_alpha_search_trains_per_value_and_selects_on_val(data_root, tmp_path, monkeypatch):
     out = tmp_path / "search"
     trainer = build("CLIP_Adapter", data_root, out, "TRAINER.CLIP_ADAPTER.SEARCH_RATIOS", "[0.0, 0.6]", "OPTIM.MAX_EPOCH", "4", shots=8)
@@ -328,6 +336,7 @@ def test_search_refuses_a_validation_split_that_is_the_test_set(data_root, tmp_p
         probe.train()
 
 
+@pytest.mark.slow
 def test_linear_probe_follows_coops_search_on_val(data_root, tmp_path, monkeypatch):
     out = tmp_path / "lp"
     trainer = build("LinearProbeCLIP", data_root, out, "TRAINER.LINEAR_PROBE.C_GRID", "[100.0, 0.01, 1e-06]", "TRAINER.LINEAR_PROBE.SEARCH_STEPS", "2")
