@@ -276,3 +276,22 @@ def test_latex_escapes_and_keeps_the_footnotes_with_the_table(tmp_path, capsys):
     assert r"CLIP\_Adapter (rn50) $^\dagger$ & 61.00 $\pm$ 1.00 \\" in out and r"my\_data" in out
     assert "\\bottomrule\n\\multicolumn{2}{l}{\\footnotesize $^\\dagger$ hyperparameters chosen on the test split" in out
     assert out.count(r"\begin{tabular}{lr}") == 1
+
+
+def test_rows_are_grouped_by_backbone_with_readable_names(tmp_path, capsys):
+    """One trainer and config name on two backbones: two rows, each named by the backbone's readable
+    label (family, architecture, weights), the rows of one backbone together."""
+    for seed in (1, 2, 3):
+        record(tmp_path, f"a/s{seed}", trainer="CLIP_Adapter", dataset="Caltech101", accuracy=80.0, seed=seed, config="b32",
+               backbone="RN50", backbone_label="OpenAI CLIP ViT-B/32")
+        record(tmp_path, f"b/s{seed}", trainer="CLIP_Adapter", dataset="Caltech101", accuracy=70.0, seed=seed, config="b32",
+               backbone="open_clip:ViT-B-32:laion2b_s34b_b79k", backbone_label="open_clip ViT-B-32 (laion2b_s34b_b79k)")
+        record(tmp_path, f"c/s{seed}", trainer="ZeroshotCLIP", dataset="Caltech101", accuracy=60.0, seed=seed, config="b32",
+               backbone="RN50", backbone_label="OpenAI CLIP ViT-B/32", uses_training_data=False, epochs=0)
+    rc, out, _ = tables(capsys, tmp_path)
+    assert rc == 0
+    labels = [r[0] for r in rows_after(out, "16 shots")]
+    assert any("[open_clip ViT-B-32 (laion2b_s34b_b79k)]" in label for label in labels), labels
+    assert any("[OpenAI CLIP ViT-B/32]" in label for label in labels), labels
+    backbones = ["open_clip" if "open_clip" in label else "openai" for label in labels]
+    assert backbones == sorted(backbones, key=backbones.index)  # each backbone's rows contiguous

@@ -52,8 +52,9 @@ class Method:
         return self.display or self.trainer
 
     def sort_key(self) -> tuple:
-        """Training-free methods first, then one-step fits, then methods trained in epochs; by name within each."""
-        return (self.learning, self.name.casefold(), self.trainer, self.config, self.backbone, self.variant,
+        """Rows grouped by backbone; within one, training-free methods first, then one-step fits, then
+        methods trained in epochs; by name within each."""
+        return (self.backbone, self.learning, self.name.casefold(), self.trainer, self.config, self.backbone, self.variant,
                 self.preset, self.protocol, self.split, self.offline)
 
 
@@ -143,7 +144,7 @@ def run_from(record: dict, path: str) -> Run:
         trainer=str(record["trainer"]),
         # CoOp's per-shot schedules (rn50_ep50 at 1 shot, rn50_ep100 at 2-4, rn50 at 8-16) are one method.
         config=re.sub(r"_ep\d+$", "", str(record.get("config") or "")),
-        backbone=str(record.get("backbone") or ""),
+        backbone=str(record.get("backbone_label") or record.get("backbone") or ""),  # readable: family, architecture, weights
         variant=_with_engine(variant_suffix(record.get("opts") or []), str(record.get("engine") or "own")),
         preset=str(record.get("preset") or ""),
         protocol=protocol_of(record),
