@@ -114,3 +114,16 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"a dassl test was skipped but CLIP_ADAPTER_REQUIRE_DASSL=1 requires Dassl: {reason}"
+
+
+def spy_splits(trainer, monkeypatch) -> list:
+    """The splits a trainer asks features of, in order (to show that a choice never reads test)."""
+    seen = []
+    original = trainer.split_features
+
+    def spy(split):
+        seen.append(split)
+        return original(split)
+
+    monkeypatch.setattr(trainer, "split_features", spy)
+    return seen

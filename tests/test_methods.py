@@ -23,7 +23,7 @@ from clip_adapter.config import get_cfg_default
 from clip_adapter.engine import selection
 from clip_adapter.errors import ConfigError
 from clip_adapter.registry import TRAINERS
-from conftest import REPO, trainer_cfg
+from conftest import REPO, spy_splits, trainer_cfg
 from test_trainers import build, read_results
 
 NEW_METHODS = ["TipAdapter", "TipAdapterF", "GDA", "LPpp", "CLAP", "ZSLP", "TaskRes"]
@@ -50,18 +50,6 @@ def cli(run_train, cache_dir):
 
 def unit(x):
     return x / x.norm(dim=-1, keepdim=True)
-
-
-def spy_splits(trainer, monkeypatch):
-    seen = []
-    original = trainer.split_features
-
-    def spy(split):
-        seen.append(split)
-        return original(split)
-
-    monkeypatch.setattr(trainer, "split_features", spy)
-    return seen
 
 
 # --------------------------------------------------------------------- the search utility

@@ -13,7 +13,7 @@ from clip_adapter.config import get_cfg_default, setup_cfg
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.registry import TRAINERS
 from clip_adapter.utils import set_random_seed
-from conftest import SMOKE_DS, TINY_BACKBONES, trainer_cfg
+from conftest import SMOKE_DS, TINY_BACKBONES, spy_splits, trainer_cfg
 
 register_all()
 
@@ -290,23 +290,11 @@ def test_init_weights_loads_an_adapter(adapter_run, data_root, tmp_path):
 
 
 # ---------------------------------------------------- selection on validation
-def _record_splits(trainer, monkeypatch):
-    seen = []
-    original = trainer.split_features
-
-    def spy(split):
-        seen.append(split)
-        return original(split)
-
-    monkeypatch.setattr(trainer, "split_features", spy)
-    return seen
-
-
 @pytest.mark.slow
 def test_alpha_search_trains_per_value_and_selects_on_val(data_root, tmp_path, monkeypatch):
     out = tmp_path / "search"
     trainer = build("CLIP_Adapter", data_root, out, "TRAINER.CLIP_ADAPTER.SEARCH_RATIOS", "[0.0, 0.6]", "OPTIM.MAX_EPOCH", "4", shots=8)
-    seen = _record_splits(trainer, monkeypatch)
+    seen = spy_splits(trainer, monkeypatch)
     trainer.train()
     assert "test" not in seen
     with open(out / "alpha_search.json", encoding="utf-8") as f:
@@ -340,7 +328,7 @@ def test_search_refuses_a_validation_split_that_is_the_test_set(data_root, tmp_p
 def test_linear_probe_follows_coops_search_on_val(data_root, tmp_path, monkeypatch):
     out = tmp_path / "lp"
     trainer = build("LinearProbeCLIP", data_root, out, "TRAINER.LINEAR_PROBE.C_GRID", "[100.0, 0.01, 1e-06]", "TRAINER.LINEAR_PROBE.SEARCH_STEPS", "2")
-    seen = _record_splits(trainer, monkeypatch)
+    seen = spy_splits(trainer, monkeypatch)
     trainer.train()
     assert set(seen) == {"train", "val"}
     with open(out / "c_search.json", encoding="utf-8") as f:
