@@ -3,6 +3,7 @@ tiny random CLIPs; the images-in engine path; base-to-novel through train.py for
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -348,3 +349,32 @@ def test_base_to_novel_for_three_seeds(method, run_train, tmp_path):
         states.append(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
     key = next(iter(states[0]))
     assert not torch.equal(states[0][key], states[1][key])  # the seeds train different prompts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", METHODS)
+def test_scripts_run_base_to_novel_then_three_seeds(name, data_root, tmp_path):
+    """Through the CoOp-style scripts, offline: base2new_train.sh then base2new_test.sh (new and base
+    classes), then main.sh for seeds 1 2 3; every run writes its results.json."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "output"
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIP_ADAPTER_FEATURE_CACHE", "SEEDS", "DRY_RUN")}
+    env.update(DATA=data_root, OUTPUT=str(out), PYTHON=sys.executable, SHOTS="2")
+
+    def script(*args, **extra):
+        proc = subprocess.run(["bash", str(REPO / "scripts" / args[0]), *args[1:]], env=dict(env, **extra), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+
+    script("base2new_train.sh", "smoke", "1", name, "tiny")
+    script("base2new_test.sh", "smoke", "1", name, "tiny")
+    script("main.sh", "smoke", "tiny", "1", name, SEEDS="1 2 3")
+    records = [json.loads(p.read_text()) for p in sorted(out.rglob("results.json"))]
+    assert {r["trainer"] for r in records} == {name}
+    assert sorted(r["subsample"] for r in records if r["eval_only"]) == ["base", "new"]
+    assert sorted(r["seed"] for r in records if r["shots"] == 1 and not r["eval_only"]) == [1, 2, 3]
