@@ -28,7 +28,15 @@ def read_image(path: str) -> Image.Image:
 
 
 class ImageList(Dataset):
-    """Datums -> {"img", "label", "index", "impath"}; ``transform_for(index)`` lets each item have its own seeded transform."""
+    """Datums -> {"img", "label", "index", "impath"}; with ``seed_for`` item i's random transform is seeded by ``seed_for(i)``.
+
+    A transform with ``accepts_generator`` (``data.transforms.ViewTransform``) gets a fresh
+    ``torch.Generator`` seeded for the item, so a (image, view) pair has the same crop and flip in
+    any process, worker or order, and the global RNG is never touched. Any other callable runs with
+    torch's CPU generator seeded for the item and restored afterwards (only the CPU generator:
+    ``torch.manual_seed`` would also seed every lazy accelerator generator, which once cost more
+    than decoding the image).
+    """
 
     def __init__(self, items: Sequence[Datum], transform: Callable, seed_for: Optional[Callable[[int], int]] = None) -> None:
         self.items = list(items)
@@ -41,14 +49,14 @@ class ImageList(Dataset):
     def __getitem__(self, index: int) -> dict:
         item = self.items[index]
         img = read_image(item.impath)
-        if self.seed_for is not None:
-            # Seed the global torch RNG that torchvision's random transforms draw from, so a
-            # (image, view) pair always gets the same crop and flip, in any process or order.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed_for(index))
-                tensor = self.transform(img)
-        else:
+        if self.seed_for is None:
             tensor = self.transform(img)
+        elif getattr(self.transform, "accepts_generator", False):
+            tensor = self.transform(img, generator=torch.Generator().manual_seed(self.seed_for(index)))
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(self.seed_for(index))
+                tensor = self.transform(img)
         return {"img": tensor, "label": item.label, "index": index, "impath": item.impath}
 
 
@@ -61,7 +69,10 @@ def build_loader(
     seed_for: Optional[Callable[[int], int]] = None,
     generator: Optional[torch.Generator] = None,
     drop_last: bool = False,
+    pin_memory: Optional[bool] = None,
 ) -> DataLoader:
+    """A loader over ``ImageList``; ``pin_memory`` (default: when CUDA is present) lets the consumer
+    copy batches to the GPU with ``non_blocking=True`` while workers decode the next ones."""
     return DataLoader(
         ImageList(items, transform, seed_for),
         batch_size=batch_size,
@@ -69,6 +80,6 @@ def build_loader(
         num_workers=num_workers,
         drop_last=drop_last,
         generator=generator,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=False,
     )
