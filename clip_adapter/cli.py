@@ -203,11 +203,8 @@ def run(args) -> int:
             log.info("Nothing to resume in %s: starting from scratch", resume_dir)
         trainer.train()
 
-    val_metrics = None
-    if not args.eval_only and len(trainer.dm.dataset.val) > 0 and trainer.needs_training:
-        val_metrics = trainer.evaluate("val", quiet=True)
-        log.info("val accuracy: %.2f%%", val_metrics["accuracy"])
-    metrics = trainer.evaluate("test")
+    with_val = not args.eval_only and len(trainer.dm.dataset.val) > 0 and trainer.needs_training
+    metrics, val_metrics = trainer.final_metrics(with_val)
     payload = results_payload(cfg, args, trainer, metrics, val_metrics, time.time() - t0, transfer)
     atomic_write_json(os.path.join(out, RESULTS_FILE), payload)
     log.info("Wrote %s", os.path.join(out, RESULTS_FILE))

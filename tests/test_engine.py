@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from clip_adapter.config import setup_cfg
-from clip_adapter.engine.evaluator import classification_metrics
+from clip_adapter.engine.evaluator import MetricStream, classification_metrics
 from clip_adapter.engine.optim import lr_at_epoch
 from clip_adapter.utils import atomic_write_json, resolve_precision
 
@@ -45,6 +45,39 @@ def test_metrics():
     # class a: tp=1 fp=2 fn=0 -> f1 0.5; class b: tp=1 fp=0 fn=2 -> f1 0.5
     assert m["macro_f1"] == pytest.approx(50.0)
     assert m["per_class_accuracy"] == {"a": 100.0, "b": pytest.approx(100 / 3)}
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 1037])
+def test_streamed_metrics_equal_the_whole_matrix(chunk):
+    """Chunk by chunk through a confusion matrix = the whole logits matrix at once, and = sklearn's
+    accuracy and macro-F1 over the classes present in the labels (some classes never occur as labels,
+    some are never predicted)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    g = torch.Generator().manual_seed(0)
+    n, c = 1037, 13
+    labels = torch.randint(0, 10, (n,), generator=g)  # classes 10..12: predicted now and then, never labels
+    logits = torch.randn(n, c, generator=g)
+    logits[torch.arange(n), labels] += 1.5 * torch.rand(n, generator=g)  # a better-than-chance classifier
+    logits[:, 3] -= 10.0  # class 3 is never predicted
+    names = [f"class{i}" for i in range(c)]
+    whole = classification_metrics(logits, labels, names, per_class=True)
+    stream = MetricStream(c)
+    for start in range(0, n, chunk):
+        stream.update(logits[start : start + chunk], labels[start : start + chunk])
+    assert stream.result(names, per_class=True) == whole
+    pred, gt = logits.argmax(1).numpy(), labels.numpy()
+    assert whole["accuracy"] == pytest.approx(100 * accuracy_score(gt, pred), abs=1e-12)
+    assert whole["macro_f1"] == pytest.approx(100 * f1_score(gt, pred, labels=list(range(10)), average="macro", zero_division=0), abs=1e-12)
+    assert list(whole["per_class_accuracy"]) == names[:10]
+    assert whole["per_class_accuracy"]["class3"] == 0.0 and whole["total"] == n
+
+
+def test_metrics_of_nothing_and_of_mismatched_rows():
+    m = MetricStream(4).result()
+    assert (m["total"], m["accuracy"], m["macro_f1"]) == (0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="3 rows of logits for 2 labels"):
+        MetricStream(4).update(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

@@ -258,6 +258,33 @@ def test_search_refuses_a_validation_split_that_is_the_test_set(data_root, tmp_p
         probe.train()
 
 
+def test_val_that_is_the_test_split_is_scored_once(data_root, tmp_path, monkeypatch):
+    """ImageNet's val is its test set: the end of a run reads and scores those images once, and the
+    streamed metrics equal the ones of the whole logits matrix."""
+    from clip_adapter.engine.evaluator import classification_metrics
+
+    trainer = build("CLIP_Adapter", data_root, tmp_path / "a", "DATALOADER.TEST.BATCH_SIZE", "7", "OPTIM.MAX_EPOCH", "2")
+    trainer.train()
+    ds = trainer.dm.dataset
+    ds.val, ds.val_is_test = ds.test, True
+    scored, gathered = [], []
+    predict_batches, gather = trainer.predict_batches, trainer.cache._gather
+    monkeypatch.setattr(trainer, "predict_batches", lambda split: scored.append(split) or predict_batches(split))
+    monkeypatch.setattr(trainer.cache, "_gather", lambda folder, keys: gathered.append(len(keys)) or gather(folder, keys))
+    test, val = trainer.final_metrics(with_val=True)
+    assert scored == ["test"] and gathered == [len(ds.test)]
+    assert val["accuracy"] == test["accuracy"] and val["macro_f1"] == test["macro_f1"]
+    whole = classification_metrics(*trainer.predict("test"), ds.classnames, per_class=bool(trainer.cfg.TEST.PER_CLASS_RESULT))
+    assert test == whole
+    # a val split of its own is scored on its own
+    other = build("CLIP_Adapter", data_root, tmp_path / "b")
+    scored.clear()
+    predict_batches = other.predict_batches
+    monkeypatch.setattr(other, "predict_batches", lambda split: scored.append(split) or predict_batches(split))
+    other.final_metrics(with_val=True)
+    assert scored == ["val", "test"]
+
+
 def test_linear_probe_follows_coops_search_on_val(data_root, tmp_path, monkeypatch):
     out = tmp_path / "lp"
     trainer = build("LinearProbeCLIP", data_root, out, "TRAINER.LINEAR_PROBE.C_GRID", "[100.0, 0.01, 1e-06]", "TRAINER.LINEAR_PROBE.SEARCH_STEPS", "2")

@@ -154,12 +154,12 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
         return super().forward_backward(batch)
 
     @torch.no_grad()
-    def predict(self, split: str):
+    def predict_batches(self, split: str):
         feats, labels = self.split_features(split)
         txt = self.class_text_features()  # once per evaluation, not per batch
         bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
-        out = [self.logits(feats[i : i + bs].to(self.device), txt).float().cpu() for i in range(0, len(feats), bs)]
-        return (torch.cat(out) if out else torch.empty(0, len(self.classnames))), labels
+        for i in range(0, len(feats), bs):
+            yield self.logits(feats[i : i + bs].to(self.device), txt).float(), labels[i : i + bs]
 
     # ---------------------------------------------------------- checkpoints
     def state_dict_for_save(self, name: str, module: nn.Module) -> Dict[str, torch.Tensor]:

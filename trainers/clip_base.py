@@ -161,6 +161,8 @@ class ClipTrainer(TrainerBase):
         Cached mode reads/fills the cache; exact mode encodes now (once per trainer, as the paper's
         code evaluates once).
         """
+        if split == "val" and self.val_same_as_test():
+            return self.split_features("test")  # the same images (ImageNet's val is its test set): gathered once
         if split not in self._split_feats:
             items = getattr(self.dm.dataset, "train_x" if split == "train" else split)
             labels = torch.tensor([d.label for d in items], dtype=torch.long)
@@ -271,8 +273,8 @@ class ClipTrainer(TrainerBase):
         return {"loss": float(loss.item())}
 
     @torch.no_grad()
-    def predict(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    def predict_batches(self, split: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         feats, labels = self.split_features(split)
         bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
-        out = [self.logits(feats[i : i + bs].to(self.device)).float().cpu() for i in range(0, len(feats), bs)]
-        return (torch.cat(out) if out else torch.empty(0, len(self.classnames))), labels
+        for i in range(0, len(feats), bs):
+            yield self.logits(feats[i : i + bs].to(self.device)).float(), labels[i : i + bs]

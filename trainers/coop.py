@@ -81,9 +81,9 @@ class CoOp(ClipTrainer):
         return {"loss": float(loss.item())}
 
     @torch.no_grad()
-    def predict(self, split: str):
+    def predict_batches(self, split: str):
         feats, labels = self.split_features(split)
         txt = self.class_text_features()  # the text tower once per evaluation, not per batch
         bs = int(self.cfg.DATALOADER.TEST.BATCH_SIZE)
-        out = [self.logits(feats[i : i + bs].to(self.device), txt).cpu() for i in range(0, len(feats), bs)]
-        return (torch.cat(out) if out else torch.empty(0, len(self.classnames))), labels
+        for i in range(0, len(feats), bs):
+            yield self.logits(feats[i : i + bs].to(self.device), txt), labels[i : i + bs]

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
-from clip_adapter.engine.evaluator import classification_metrics, log_metrics
+from clip_adapter.engine.evaluator import MetricStream, log_metrics
 from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
 from clip_adapter.errors import CheckpointError, ConfigError
@@ -246,18 +246,52 @@ class TrainerBase:
         return {}
 
     # ------------------------------------------------------------- evaluate
-    def predict(self, split: str) -> tuple:  # pragma: no cover - abstract
-        """(logits, labels) for every item of a split, in order."""
+    def predict_batches(self, split: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:  # pragma: no cover - abstract
+        """(logits, labels) of a split chunk by chunk, in order (logits may stay on the device)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, split: str = "test", quiet: bool = False) -> Dict:
+    def predict(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(logits [N, C] on the CPU, labels) of a whole split; evaluation streams ``predict_batches`` instead."""
         self.set_mode(False)
-        logits, labels = self.predict(split)
-        if self.class_space is not None:  # scores over the training classes -> the mapped subset's
-            logits = logits[:, self.class_space.columns]
-        metrics = classification_metrics(logits, labels, self.dm.dataset.classnames, per_class=self.cfg.TEST.PER_CLASS_RESULT and not quiet)
+        chunks = [(logits.float().cpu(), labels) for logits, labels in self.predict_batches(split)]
+        if not chunks:
+            return torch.empty(0, len(getattr(self, "classnames", self.dm.dataset.classnames))), torch.empty(0, dtype=torch.long)
+        return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+
+    @torch.no_grad()
+    def score(self, split: str, per_class: bool = False) -> Dict:
+        """A split's metrics, streamed: memory stays one chunk of logits whatever images x classes is."""
+        self.set_mode(False)
+        stream = MetricStream(len(self.dm.dataset.classnames))
+        for logits, labels in self.predict_batches(split):
+            if self.class_space is not None:  # scores over the training classes -> the mapped subset's
+                logits = logits[:, self.class_space.columns]
+            stream.update(logits, labels)
+        return stream.result(self.dm.dataset.classnames, per_class)
+
+    def evaluate(self, split: str = "test", quiet: bool = False) -> Dict:
+        metrics = self.score(split, per_class=bool(self.cfg.TEST.PER_CLASS_RESULT) and not quiet)
         if not quiet:
             log.info("Evaluate on the *%s* set", split)
             log_metrics(metrics, split)
         return metrics
+
+    def val_same_as_test(self) -> bool:
+        """Whether val holds exactly the test split's images (ImageNet: CoOp's val is its test set)."""
+        ds = self.dm.dataset
+        return len(ds.val) == len(ds.test) and all(a.impath == b.impath and a.label == b.label for a, b in zip(ds.val, ds.test))
+
+    def final_metrics(self, with_val: bool) -> Tuple[Dict, Optional[Dict]]:
+        """The end of a run: test metrics (logged as Dassl prints them) and, with ``with_val``, val
+        metrics (their accuracy logged). When val is the test split it is scored once and serves both."""
+        shared = with_val and self.val_same_as_test()
+        val = self.evaluate("val", quiet=True) if with_val and not shared else None
+        test = self.score("test", per_class=bool(self.cfg.TEST.PER_CLASS_RESULT))
+        if shared:
+            val = {k: v for k, v in test.items() if k != "per_class_accuracy"}
+        if val is not None:
+            log.info("val accuracy: %.2f%%%s", val["accuracy"], " (val is the test split: scored once)" if shared else "")
+        log.info("Evaluate on the *test* set")
+        log_metrics(test, "test")
+        return test, val
