@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
+from clip_adapter.engine.denormals import flushing_denormals_on_cpu, zero_subnormals
 from clip_adapter.engine.evaluator import MetricStream, log_metrics
 from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
@@ -99,8 +100,17 @@ class TrainerBase:
         for name, module in self._modules.items():
             module.train(train and self._optims.get(name) is not None)
 
+    def training_state(self) -> Iterator[torch.Tensor]:
+        """The tensors that carry over from step to step: trainable weights and optimiser buffers."""
+        for name, module in self.trainable_modules().items():
+            yield from module.parameters()
+            for state in self._optims[name].state.values():
+                yield from (v for v in state.values() if torch.is_tensor(v))
+
+    @flushing_denormals_on_cpu
     def train(self) -> None:
-        """Run epochs [start_epoch, MAX_EPOCH), saving a resumable checkpoint after each."""
+        """Run epochs [start_epoch, MAX_EPOCH), saving a resumable checkpoint after each (on the CPU
+        without subnormal floats, see ``engine/denormals.py``)."""
         max_epoch = int(self.cfg.OPTIM.MAX_EPOCH)
         if not self.needs_training or not self.trainable_modules():
             return
@@ -129,6 +139,8 @@ class TrainerBase:
                 n += 1
                 if self.cfg.TRAIN.PRINT_FREQ > 0 and (i + 1) % self.cfg.TRAIN.PRINT_FREQ == 0:
                     log.debug("epoch [%d/%d] batch %d loss %.4f lr %.3e", epoch + 1, max_epoch, i + 1, out["loss"], lr)
+            if self.device.type == "cpu":
+                zero_subnormals(self.training_state())  # before after_epoch saves: a resumed run continues the same state
             mean_loss = losses / max(n, 1)
             self.history.append({"epoch": epoch + 1, "loss": mean_loss, "lr": lr})
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
