@@ -1,6 +1,9 @@
 """The model layer that CoOp builds on: prompt layouts, the text tower on embeddings, checkpoint contents."""
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
 
@@ -110,3 +113,40 @@ def test_half_precision_clip_trains_a_half_context(tiny_clip):
     assert pl.ctx.grad is not None and torch.isfinite(pl.ctx.grad).all()
     with torch.no_grad():
         torch.testing.assert_close(out.float(), tiny_clip.encode_text(pl.tokenized_prompts), atol=1e-2, rtol=1e-2)
+
+
+# ------------------------------------------------------------------------ loading
+def test_loading_is_clip_load_without_the_clip_package_import(tmp_path):
+    """load_clip builds the model clip.load builds (clip/model.py's classes, same weights) from that
+    file alone: neither torchvision nor the tokenizer is imported (a warm run needs neither), and a
+    later ``import clip`` is a normal import."""
+    import subprocess
+    import sys
+
+    code = r"""
+import inspect, json, sys, warnings
+import torch
+from clip_adapter.cli import register_all
+from clip_adapter.models.clip_loader import load_clip
+register_all()  # every trainer and dataset module, the feature cache, the transforms
+model, info = load_clip("tiny")
+ok = {"torchvision": "torchvision" in sys.modules, "clip_package": "clip.clip" in sys.modules}
+warnings.simplefilter("ignore")
+import clip
+theirs, _ = clip.load(info.weights_path, device="cpu", jit=False)
+ok["same_class"] = inspect.getsourcefile(type(model)) == inspect.getsourcefile(clip.model.CLIP) and type(model).__name__ == "CLIP"
+ok["same_weights"] = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), theirs.float().state_dict().values()))
+ok["same_keys"] = list(model.state_dict()) == list(theirs.state_dict())
+print(json.dumps(ok))
+"""
+    env = dict(os.environ, CLIP_ADAPTER_WEIGHTS=str(tmp_path / "weights"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "torchvision": False, "clip_package": False, "same_class": True, "same_weights": True, "same_keys": True}
+
+
+def test_released_weights_table_is_read_from_the_package_source():
+    from clip_adapter.models.clip_loader import _released_weights
+
+    assert _released_weights() == _clip().clip._MODELS

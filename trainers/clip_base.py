@@ -116,9 +116,9 @@ class ClipTrainer(TrainerBase):
         want = torch.float16 if self.feature_precision == "fp16" else torch.float32
         if visual.conv1.weight.dtype != want:
             if want == torch.float16:
-                from clip_adapter.models.clip_loader import _clip
+                from clip_adapter.models.clip_loader import clip_model_module
 
-                _clip().model.convert_weights(visual)
+                clip_model_module().convert_weights(visual)
             else:
                 visual.float()
 

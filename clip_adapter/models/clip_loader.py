@@ -1,18 +1,28 @@
-"""Load a frozen CLIP by name, by file path, or the offline ``tiny`` stand-in, through ``clip.load``.
+"""Load a frozen CLIP by name, by file path, or the offline ``tiny`` stand-in, as ``clip.load`` does.
 
 ``tiny`` is a small ``clip.model.CLIP`` with random weights created deterministically, saved as a
-state dict and then loaded through exactly the same ``clip.load`` call as real weights, so the
-offline demo and the tests exercise the real loading path.
+state dict and then loaded through exactly the same path as real weights, so the offline demo and
+the tests exercise the real loading path.
+
+Loading uses the openai package's own ``clip/model.py`` (the architecture and ``build_model``) and
+``clip.load``'s steps for ``jit=False`` (a TorchScript archive's state dict, else a plain state dict),
+but not the package's ``__init__``: that imports torchvision, which pulls in torch's compiler stack
+(about a second), and builds the BPE tokenizer, neither of which a run with cached features needs.
+The package is imported in full where its tokenizer or downloader is used.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib.util
 import logging
 import os
+import sys
 import urllib.error
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Dict
 
 import torch
 
@@ -70,6 +80,59 @@ def _clip():
     return clip
 
 
+def _clip_package_dir() -> str:
+    spec = importlib.util.find_spec("clip")  # locates the package without running its __init__
+    if spec is None or not spec.origin:
+        raise UserError("the openai clip package is not installed: pip install clip-anytorch")
+    return os.path.dirname(spec.origin)
+
+
+_MODEL_MODULE = "clip_adapter.models._clip_model"
+
+
+def clip_model_module():
+    """The openai package's ``clip/model.py`` (CLIP's architecture, ``build_model``, ``convert_weights``):
+    ``clip.model`` itself once the package is imported, else that file run on its own under a private
+    name (so a later ``import clip`` still builds its package normally)."""
+    for name in ("clip.model", _MODEL_MODULE):
+        if name in sys.modules:
+            return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(_MODEL_MODULE, os.path.join(_clip_package_dir(), "model.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_MODEL_MODULE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_MODEL_MODULE]
+        raise
+    return module
+
+
+@lru_cache(maxsize=None)
+def _released_weights() -> Dict[str, str]:
+    """clip's table of released weights (name -> URL), read from the package's source without running
+    it; the imported table when the source cannot be parsed."""
+    try:
+        with open(os.path.join(_clip_package_dir(), "clip.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_MODELS" for t in node.targets):
+                return dict(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError):
+        pass
+    return dict(getattr(_clip().clip, "_MODELS", {}))
+
+
+def _build_from_file(path: str):
+    """``clip.load(path, device="cpu", jit=False)``'s model: the state dict of a TorchScript archive
+    (the released files) or of a plain state-dict file, through ``clip.model.build_model``, in fp32."""
+    try:
+        state = torch.jit.load(path, map_location="cpu").eval().state_dict()
+    except RuntimeError:
+        state = torch.load(path, map_location="cpu")
+    return clip_model_module().build_model(state).float()
+
+
 def tiny_weights_path(cache_dir: str) -> str:
     return os.path.join(cache_dir, f"clip-tiny-v{TINY_VERSION}.pt")
 
@@ -79,10 +142,9 @@ def ensure_tiny_weights(cache_dir: str) -> str:
     path = tiny_weights_path(cache_dir)
     if os.path.isfile(path):
         return path
-    clip = _clip()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(20211009)
-        model = clip.model.CLIP(**TINY_ARCH)
+        model = clip_model_module().CLIP(**TINY_ARCH)
     state = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     atomic_torch_save(state, path)
     log.info("Created the tiny random CLIP (offline pipeline check, accuracies mean nothing) at %s", path)
@@ -110,17 +172,16 @@ def resolve_weights(name: str, cache_dir: str = "") -> str:
         return ensure_tiny_weights(cache_dir)
     if os.path.isfile(os.path.expanduser(name)):
         return os.path.expanduser(name)
-    clip = _clip()
-    models = getattr(clip.clip, "_MODELS", {})
+    models = _released_weights()
     if name not in models:
         raise UserError(
-            f"unknown CLIP backbone {name!r}: use one of {', '.join(clip.available_models())}, '{TINY_NAME}', or a path to a weights file"
+            f"unknown CLIP backbone {name!r}: use one of {', '.join(models)}, '{TINY_NAME}', or a path to a weights file"
         )
     target = os.path.join(cache_dir, os.path.basename(models[name]))
     if os.path.isfile(target):
         return target
     try:
-        return clip.clip._download(models[name], cache_dir)
+        return _clip().clip._download(models[name], cache_dir)
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         raise UserError(
             f"cannot download CLIP weights for {name} ({type(exc).__name__}); put the file at {target} "
@@ -131,17 +192,15 @@ def resolve_weights(name: str, cache_dir: str = "") -> str:
 def load_clip(name: str, device: torch.device | str = "cpu", cache_dir: str = "", precision: str = "fp32"):
     """Return (frozen CLIP in eval mode, ClipInfo). fp16 weights only when asked for on CUDA."""
     path = resolve_weights(name, cache_dir)
-    clip = _clip()
     try:
         with warnings.catch_warnings():
-            # clip.load first tries the file as a TorchScript archive; torch warns that jit is deprecated.
+            # the file is first tried as a TorchScript archive; torch warns that jit is deprecated.
             warnings.simplefilter("ignore", FutureWarning)
-            model, _ = clip.load(path, device="cpu", jit=False)
+            model = _build_from_file(path)
     except (RuntimeError, KeyError, EOFError) as exc:
         raise UserError(f"cannot load CLIP weights from {path} ({type(exc).__name__}: {exc}); the file may be truncated: delete it and retry") from None
-    model = model.float()
     if precision == "fp16" and torch.device(device).type == "cuda":
-        clip.model.convert_weights(model)
+        clip_model_module().convert_weights(model)
     model = model.to(device).eval()
     model.requires_grad_(False)
     info = ClipInfo(
