@@ -129,7 +129,7 @@ class ClipTrainer(TrainerBase):
         dtype = self.clip_model.visual.conv1.weight.dtype
         # FEATURES.PREC amp (CUDA only, see resolve_precision): fp32 weights, fp16 autocast for the pass.
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.feature_precision == "amp"):
-            feats = self.clip_model.encode_image(images.to(self.device, dtype)).float()
+            feats = self.clip_model.encode_image(images.to(self.device, dtype, non_blocking=True)).float()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.encoder_stats["images"] += int(images.shape[0])
@@ -181,7 +181,8 @@ class ClipTrainer(TrainerBase):
         if any(v is not None for v in views):
             seed_for = ViewSeeds([d.impath for d in items], views)
         workers = int(self.cfg.DATALOADER.NUM_WORKERS) if len(items) > batch_size else 0
-        loader = build_loader(items, transform, batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
+        loader = build_loader(items, transform, batch_size, shuffle=False, num_workers=workers, seed_for=seed_for,
+                              pin_memory=self.device.type == "cuda")
         for batch in loader:
             # clone() outside inference mode: a plain tensor that autograd may save for backward
             yield self.encode_images(batch["img"]).cpu().clone(), batch["index"].tolist()
