@@ -423,3 +423,16 @@ def test_flush_mode_is_restored_when_training_fails(data_root, tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train()
     assert not flush_denormal_enabled()
+
+
+def test_flush_mode_covers_the_steps_never_the_image_encoder(data_root, tmp_path):
+    """Exact mode encodes images between steps: those passes run in the normal mode, so their features
+    are bit for bit what a cache fill computes; the steps run flushed."""
+    trainer = build("CLIP_Adapter", data_root, tmp_path / "a", "OPTIM.MAX_EPOCH", "2", "FEATURES.MODE", "exact", shots=8)
+    seen = {"encoder": [], "step": []}
+    encode, step = trainer.encode_images, trainer.forward_backward
+    trainer.encode_images = lambda images: seen["encoder"].append(flush_denormal_enabled()) or encode(images)
+    trainer.forward_backward = lambda batch: seen["step"].append(flush_denormal_enabled()) or step(batch)
+    trainer.train()
+    assert seen["encoder"] and not any(seen["encoder"])
+    assert seen["step"] and all(seen["step"])

@@ -5,9 +5,10 @@ and, tens of thousands of steps in, enter the subnormal range (below 1.2e-38 in 
 CLIP-Adapter run at ImageNet size slowed by half after epoch 70 that way. Two measures, both CPU only
 (GPUs handle subnormals at full speed):
 
-* ``flushed_denormals``: the CPU's flush-to-zero / denormals-are-zero mode while training, restored
-  afterwards. It covers the calling thread only; elementwise operations on large tensors also run on
-  torch's worker threads, which keep their own mode.
+* ``flushed_denormals``: the CPU's flush-to-zero / denormals-are-zero mode around each training step,
+  restored afterwards (so the frozen encoder, which exact mode runs between steps, computes features
+  bit for bit as a cache fill does). It covers the calling thread only; elementwise operations on
+  large tensors also run on torch's worker threads, which keep their own mode.
 * ``zero_subnormals``: the state that carries over between steps (weights, optimiser buffers) has its
   subnormal entries set to zero once per epoch, whichever thread produced them.
 
@@ -16,9 +17,8 @@ result that matters; both runs of a cached/exact or resume comparison apply them
 """
 from __future__ import annotations
 
-import functools
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import torch
 
@@ -40,17 +40,6 @@ def flushed_denormals(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(before)
-
-
-def flushing_denormals_on_cpu(method: Callable) -> Callable:
-    """Decorate a trainer method so it runs under ``flushed_denormals`` when the trainer is on the CPU."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with flushed_denormals(self.device.type == "cpu"):
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 def zero_subnormals(tensors: Iterable[torch.Tensor]) -> int:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
-from clip_adapter.engine.denormals import flushing_denormals_on_cpu, zero_subnormals
+from clip_adapter.engine.denormals import flushed_denormals, zero_subnormals
 from clip_adapter.engine.evaluator import MetricStream, log_metrics
 from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
@@ -107,7 +107,6 @@ class TrainerBase:
             for state in self._optims[name].state.values():
                 yield from (v for v in state.values() if torch.is_tensor(v))
 
-    @flushing_denormals_on_cpu
     def train(self) -> None:
         """Run epochs [start_epoch, MAX_EPOCH), saving a resumable checkpoint after each (on the CPU
         without subnormal floats, see ``engine/denormals.py``)."""
@@ -134,7 +133,8 @@ class TrainerBase:
             self.set_mode(True)
             losses, n = 0.0, 0
             for i, batch in enumerate(self.train_batches(epoch)):
-                out = self.forward_backward(batch)
+                with flushed_denormals(self.device.type == "cpu"):  # the step only, never the image encoder
+                    out = self.forward_backward(batch)
                 losses += out["loss"]
                 n += 1
                 if self.cfg.TRAIN.PRINT_FREQ > 0 and (i + 1) % self.cfg.TRAIN.PRINT_FREQ == 0:
