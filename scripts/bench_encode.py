@@ -87,8 +87,10 @@ def model_only(encode, items: List[Datum], tfm, batch: int, device: torch.device
     return len(items) / (time.perf_counter() - t0)
 
 
-def pipeline_only(items: List[Datum], tfm, batch: int, workers: int, view: Optional[int]) -> float:
-    """Images/s of decoding + transforms through the project's loader, the encoder left out."""
+def pipeline_only(items: List[Datum], tfm, batch: int, workers: int, view: Optional[int], passes: int = 1) -> float:
+    """Images/s of decoding + transforms through the project's loader, the encoder left out
+    (``passes`` times over the images: this part is fast, so a longer run steadies the figure)."""
+    items = list(items) * passes
     seeds = ViewSeeds([d.impath for d in items], [view] * len(items)) if view is not None else None
     loader = build_loader(items, tfm, batch, shuffle=False, num_workers=workers, seed_for=seeds)
     t0 = time.perf_counter()
@@ -154,6 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     encode(torch.zeros(2, 3, 224, 224, device=device))  # warm-up (allocator, kernels)
     pipeline_only(items[:batch], tfm_train, batch, 0, 0)
+    passes = max(1, 512 // n)
     figures: Dict[str, List[float]] = {}
     for r in range(args.rounds):
         caches = os.path.join(work, f"caches-{r}")
@@ -161,8 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cache = FeatureCache(caches, info.encoder_id, encode, device, prec, batch_size=batch, num_workers=workers, dim=info.embed_dim)
         for name, measure in (
             ("model", lambda: model_only(encode, items, tfm_test, batch, device)),
-            ("pipe_test", lambda: pipeline_only(items, tfm_test, batch, workers, None)),
-            ("pipe_train", lambda: pipeline_only(items, tfm_train, batch, workers, 0)),
+            ("pipe_test", lambda: pipeline_only(items, tfm_test, batch, workers, None, passes)),
+            ("pipe_train", lambda: pipeline_only(items, tfm_train, batch, workers, 0, passes)),
             ("fill_test", lambda: cache_fill(cache, items, tfm_test, spec_test, None)),
             ("fill_train", lambda: cache_fill(cache, items, tfm_train, spec_train, 0)),
         ):

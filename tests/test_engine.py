@@ -85,3 +85,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(str(target), {"x": object()})
     assert not target.exists() and os.listdir(tmp_path) == []
+
+
+def test_subnormal_sweeps_every_64_steps_and_after_the_last_epoch():
+    from clip_adapter.engine.denormals import SWEEP_STEPS, subnormal_sweep_due, zero_subnormals
+
+    assert SWEEP_STEPS == 64
+    assert [e for e in range(200) if subnormal_sweep_due(e, 1, 200)] == [63, 127, 191, 199]  # few-shot: one step an epoch
+    assert all(subnormal_sweep_due(e, 500, 200) for e in range(200))  # ImageNet-size: every epoch
+    assert [e for e in range(10) if subnormal_sweep_due(e, 20, 10)] == [3, 6, 9]
+    t = torch.tensor([1e-39, -1e-40, 0.0, 1e-37, -2.0])
+    assert zero_subnormals([t, torch.arange(3)]) == 2 and t.tolist() == [0.0, 0.0, 0.0, pytest.approx(1e-37), -2.0]

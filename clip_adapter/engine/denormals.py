@@ -10,7 +10,10 @@ CLIP-Adapter run at ImageNet size slowed by half after epoch 70 that way. Two me
   bit for bit as a cache fill does). It covers the calling thread only; elementwise operations on
   large tensors also run on torch's worker threads, which keep their own mode.
 * ``zero_subnormals``: the state that carries over between steps (weights, optimiser buffers) has its
-  subnormal entries set to zero once per epoch, whichever thread produced them.
+  subnormal entries set to zero every ``SWEEP_STEPS`` steps (at the end of the epoch that reaches
+  them, and after the last epoch), whichever thread produced them. A value needs thousands of steps
+  of decay to get there, so this bounds the slow steps while costing nothing in a few-shot run of
+  one step per epoch.
 
 Values below 1.2e-38 carry no information a classifier can use, so either measure changes no
 result that matters; both runs of a cached/exact or resume comparison apply them identically.
@@ -21,6 +24,15 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import torch
+
+
+SWEEP_STEPS = 64
+
+
+def subnormal_sweep_due(epoch: int, steps_per_epoch: int, max_epoch: int) -> bool:
+    """Whether the epoch ending now crosses a multiple of ``SWEEP_STEPS`` steps (or is the last one):
+    a function of the epoch alone, so an interrupted and resumed run sweeps where an uninterrupted one does."""
+    return epoch + 1 == max_epoch or (epoch + 1) * steps_per_epoch // SWEEP_STEPS > epoch * steps_per_epoch // SWEEP_STEPS
 
 
 def flush_denormal_enabled() -> bool:

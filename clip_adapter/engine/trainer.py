@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
-from clip_adapter.engine.denormals import flushed_denormals, zero_subnormals
+from clip_adapter.engine.denormals import flushed_denormals, subnormal_sweep_due, zero_subnormals
 from clip_adapter.engine.evaluator import MetricStream, log_metrics
 from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
@@ -139,7 +139,7 @@ class TrainerBase:
                 n += 1
                 if self.cfg.TRAIN.PRINT_FREQ > 0 and (i + 1) % self.cfg.TRAIN.PRINT_FREQ == 0:
                     log.debug("epoch [%d/%d] batch %d loss %.4f lr %.3e", epoch + 1, max_epoch, i + 1, out["loss"], lr)
-            if self.device.type == "cpu":
+            if self.device.type == "cpu" and subnormal_sweep_due(epoch, n, max_epoch):
                 zero_subnormals(self.training_state())  # before after_epoch saves: a resumed run continues the same state
             mean_loss = losses / max(n, 1)
             self.history.append({"epoch": epoch + 1, "loss": mean_loss, "lr": lr})
