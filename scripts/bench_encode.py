@@ -11,14 +11,16 @@ slows every figure alike:
 
 * model-only: the image encoder on pre-decoded tensors already on the device (its ceiling);
 * data pipeline alone: decoding + transforms through the project's loader, no encoder, for test
-  views and for seeded training views (what seeding an augmented view costs);
+  views and for training views, unseeded and seeded per (image, view) (what seeding costs);
 * cache fill: ``FeatureCache.features`` into an empty cache, test views and training views: decoding,
   transforms, batching, device copies, the encoder and the shard writes, as a cold run pays them.
 
 Each cache-fill figure is also given as a fraction of model-only (1.0 = the pipeline adds nothing),
 and the last line reads ``train/test throughput ratio: <r>`` (1.0 = a seeded training view costs
-what a test view costs). On CUDA the fill uses ``--workers`` DataLoader workers, pinned memory and
-non-blocking copies, so its fraction of model-only is how busy the data pipeline keeps the GPU.
+what a test view costs). On the CPU without workers the ratios compare throughputs per second of
+this process's CPU time, which hold while other jobs share the machine; otherwise per second of
+wall time. On CUDA the fill uses ``--workers`` DataLoader workers, pinned memory and non-blocking
+copies, so its fraction of model-only is how busy the data pipeline keeps the GPU.
 """
 from __future__ import annotations
 
@@ -33,9 +35,11 @@ import time
 import warnings
 from typing import Callable, Dict, List, Optional
 
-import numpy as np
-import torch
-from PIL import Image
+os.environ.setdefault("TQDM_DISABLE", "1")  # before tqdm is imported (it reads the variable then)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_cache import random_rn50  # noqa: E402  (the same random RN50 file as the cache benchmark)
@@ -78,35 +82,47 @@ def make_encoder(model, device: torch.device, dtype: torch.dtype) -> Callable[[t
     return encode
 
 
-def model_only(encode, items: List[Datum], tfm, batch: int, device: torch.device) -> float:
-    """Images/s of the encoder alone: every image decoded and transformed beforehand, on the device."""
+class Clock:
+    """Wall time and this process's CPU time (all its threads) of a block.
+
+    On a shared machine the wall clock also counts the time other jobs hold the cores; CPU time
+    counts only the work done here, so ratios of CPU-time throughputs hold under load. It misses
+    DataLoader worker processes, so it is used only when there are none."""
+
+    def __enter__(self) -> "Clock":
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def model_only(encode, items: List[Datum], tfm, batch: int, device: torch.device) -> Clock:
+    """The encoder alone: every image decoded and transformed beforehand, already on the device."""
     pixels = torch.stack([tfm(Image.open(d.impath).convert("RGB")) for d in items]).to(device)
-    t0 = time.perf_counter()
-    for start in range(0, len(items), batch):
-        encode(pixels[start : start + batch])
-    return len(items) / (time.perf_counter() - t0)
+    with Clock() as clock:
+        for start in range(0, len(items), batch):
+            encode(pixels[start : start + batch])
+    return clock
 
 
-def pipeline_only(items: List[Datum], tfm, batch: int, workers: int, view: Optional[int], passes: int = 1) -> float:
-    """Images/s of decoding + transforms through the project's loader, the encoder left out
-    (``passes`` times over the images: this part is fast, so a longer run steadies the figure)."""
-    items = list(items) * passes
+def pipeline_only(items: List[Datum], tfm, batch: int, workers: int, view: Optional[int]) -> Clock:
+    """Decoding + transforms through the project's loader, the encoder left out."""
     seeds = ViewSeeds([d.impath for d in items], [view] * len(items)) if view is not None else None
     loader = build_loader(items, tfm, batch, shuffle=False, num_workers=workers, seed_for=seeds)
-    t0 = time.perf_counter()
-    for _ in loader:
-        pass
-    return len(items) / (time.perf_counter() - t0)
+    with Clock() as clock:
+        for _ in loader:
+            pass
+    return clock
 
 
-def cache_fill(cache: FeatureCache, items: List[Datum], tfm, spec: str, view: Optional[int]) -> float:
-    """Images/s of filling an empty cache namespace (asserts every image really was encoded)."""
+def cache_fill(cache: FeatureCache, items: List[Datum], tfm, spec: str, view: Optional[int]) -> Clock:
+    """Filling an empty cache namespace (asserts every image really was encoded)."""
     before = cache.encoded_images
-    t0 = time.perf_counter()
-    cache.features(items, tfm, spec, view, desc="bench")
-    seconds = time.perf_counter() - t0
+    with Clock() as clock:
+        cache.features(items, tfm, spec, view, desc="bench")
     assert cache.encoded_images - before == len(items), "the cache was not empty"
-    return len(items) / seconds
+    return clock
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -121,7 +137,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--workdir", default="", help="weights, images and caches (default: a temporary folder)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.simplefilter("ignore", FutureWarning)
 
     device = torch.device(args.device)
@@ -156,37 +171,48 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     encode(torch.zeros(2, 3, 224, 224, device=device))  # warm-up (allocator, kernels)
     pipeline_only(items[:batch], tfm_train, batch, 0, 0)
-    passes = max(1, 512 // n)
-    figures: Dict[str, List[float]] = {}
+    many = items * max(1, 512 // n)  # the pipeline alone is fast: more images steady its figure
+    timings: Dict[str, List[Clock]] = {}
     for r in range(args.rounds):
         caches = os.path.join(work, f"caches-{r}")
         shutil.rmtree(caches, ignore_errors=True)
         cache = FeatureCache(caches, info.encoder_id, encode, device, prec, batch_size=batch, num_workers=workers, dim=info.embed_dim)
-        for name, measure in (
-            ("model", lambda: model_only(encode, items, tfm_test, batch, device)),
-            ("pipe_test", lambda: pipeline_only(items, tfm_test, batch, workers, None, passes)),
-            ("pipe_train", lambda: pipeline_only(items, tfm_train, batch, workers, 0, passes)),
-            ("fill_test", lambda: cache_fill(cache, items, tfm_test, spec_test, None)),
-            ("fill_train", lambda: cache_fill(cache, items, tfm_train, spec_train, 0)),
+        for name, count, measure in (
+            ("model", n, lambda: model_only(encode, items, tfm_test, batch, device)),
+            ("pipe_test", len(many), lambda: pipeline_only(many, tfm_test, batch, workers, None)),
+            ("pipe_train", len(many), lambda: pipeline_only(many, tfm_train, batch, workers, 0)),
+            ("pipe_unseeded", len(many), lambda: pipeline_only(many, tfm_train, batch, workers, None)),
+            ("fill_test", n, lambda: cache_fill(cache, items, tfm_test, spec_test, None)),
+            ("fill_train", n, lambda: cache_fill(cache, items, tfm_train, spec_train, 0)),
         ):
-            figures.setdefault(name, []).append(measure())
+            clock = measure()
+            clock.count = count
+            timings.setdefault(name, []).append(clock)
         shutil.rmtree(caches, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in figures.items()}
-    spread = lambda k: f"(rounds: {', '.join(f'{x:.1f}' for x in figures[k])})"  # noqa: E731
+
+    # throughput in images per second of wall time, and per second of this process's CPU time
+    use_cpu = workers == 0 and not cuda
+    rate = {k: {"wall": statistics.median(c.count / c.wall for c in v), "cpu": statistics.median(c.count / c.cpu for c in v)} for k, v in timings.items()}
+    basis = "cpu" if use_cpu else "wall"
+
+    def line(label: str, key: str, versus: str = "", what: str = "") -> str:
+        out = f"{label:48s} {rate[key]['wall']:8.1f} images/s wall, {rate[key]['cpu']:8.1f} per CPU-second"
+        if versus:
+            out += f"  = {rate[key][basis] / rate[versus][basis]:.2f}{what}"
+        return out
 
     print()
-    print(f"model only (pre-decoded tensors on {device}):   {med['model']:8.1f} images/s {spread('model')}")
-    print(f"data pipeline alone, test views:                {med['pipe_test']:8.1f} images/s {spread('pipe_test')}")
-    print(f"data pipeline alone, training views (seeded):   {med['pipe_train']:8.1f} images/s {spread('pipe_train')}"
-          f" = {med['pipe_train'] / med['pipe_test']:.2f}x test views")
-    print(f"cache fill, test views:                         {med['fill_test']:8.1f} images/s {spread('fill_test')}"
-          f" = {med['fill_test'] / med['model']:.2f} of model-only")
-    print(f"cache fill, training views:                     {med['fill_train']:8.1f} images/s {spread('fill_train')}"
-          f" = {med['fill_train'] / med['model']:.2f} of model-only")
-    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+    print(line(f"model only (pre-decoded tensors on {device}):", "model"))
+    print(line("data pipeline alone, test views:", "pipe_test"))
+    print(line("data pipeline alone, training views unseeded:", "pipe_unseeded", "pipe_test", "x test views"))
+    print(line("data pipeline alone, training views (seeded):", "pipe_train", "pipe_unseeded", "x unseeded"))
+    print(line("cache fill, test views:", "fill_test", "model", " of model-only"))
+    print(line("cache fill, training views:", "fill_train", "model", " of model-only"))
+    print(f"load average {os.getloadavg()[0]:.2f} at the end; ratios use "
+          + ("CPU time (all work in this process; robust to other jobs on the machine)" if use_cpu else "wall time"))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"train/test throughput ratio: {med['fill_train'] / med['fill_test']:.3f}")
+    print(f"train/test throughput ratio: {rate['fill_train'][basis] / rate['fill_test'][basis]:.3f}")
     return 0
 
 
