@@ -107,12 +107,18 @@ def model_only(encode, items: List[Datum], tfm, batch: int, device: torch.device
 
 
 def pipeline_only(items: List[Datum], tfm, batch: int, workers: int, view: Optional[int]) -> Clock:
-    """Decoding + transforms through the project's loader, the encoder left out."""
+    """Decoding + transforms through the project's loader, the encoder left out, on one torch thread
+    as in a DataLoader worker (two threads spinning on tiny tensors would measure OpenMP, not the pipeline)."""
     seeds = ViewSeeds([d.impath for d in items], [view] * len(items)) if view is not None else None
     loader = build_loader(items, tfm, batch, shuffle=False, num_workers=workers, seed_for=seeds)
-    with Clock() as clock:
-        for _ in loader:
-            pass
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with Clock() as clock:
+            for _ in loader:
+                pass
+    finally:
+        torch.set_num_threads(threads)
     return clock
 
 
