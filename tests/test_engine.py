@@ -96,3 +96,56 @@ def test_subnormal_sweeps_every_64_steps_and_after_the_last_epoch():
     assert [e for e in range(10) if subnormal_sweep_due(e, 20, 10)] == [3, 6, 9]
     t = torch.tensor([1e-39, -1e-40, 0.0, 1e-37, -2.0])
     assert zero_subnormals([t, torch.arange(3)]) == 2 and t.tolist() == [0.0, 0.0, 0.0, pytest.approx(1e-37), -2.0]
+
+
+def test_optimiser_is_built_on_first_use_and_checked_at_once():
+    """Building a torch optimiser imports torch._dynamo (about a second): an evaluation-only run
+    never builds one; a bad OPTIM.NAME still fails when the trainer is built."""
+    from clip_adapter.engine.optim import LazyOptimizer
+    from clip_adapter.errors import ConfigError
+
+    cfg = setup_cfg(opts=["OPTIM.NAME", "sgd", "OPTIM.LR", "0.1", "OPTIM.MOMENTUM", "0.9", "OPTIM.WEIGHT_DECAY", "0.0"])
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = LazyOptimizer([p], cfg.OPTIM)
+    assert not opt.built
+    p.grad = torch.ones(3)
+    opt.step()
+    assert opt.built and torch.allclose(p.detach(), torch.full((3,), 0.9))
+    assert opt.state_dict()["param_groups"][0]["momentum"] == 0.9 and len(opt.state) == 1
+    with pytest.raises(ConfigError, match="OPTIM.NAME must be one of"):
+        LazyOptimizer([p], setup_cfg(opts=["OPTIM.NAME", "sgdd"]).OPTIM)
+    with pytest.raises(ValueError, match="nothing to optimise"):
+        LazyOptimizer([torch.nn.Parameter(torch.ones(1), requires_grad=False)], cfg.OPTIM)
+
+
+def test_evaluation_only_never_imports_the_compiler_stack(tmp_path, data_root):
+    """A trained method evaluated from its checkpoint (a warm --eval-only run): neither torchvision
+    nor torch._dynamo is imported; training afterwards works as usual."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import SMOKE_DS, trainer_cfg
+
+    code = rf"""
+import json, sys
+from clip_adapter.cli import register_all
+from clip_adapter.config import setup_cfg
+from clip_adapter.registry import TRAINERS
+register_all()
+cfg = setup_cfg({SMOKE_DS!r}, {trainer_cfg("CLIP_Adapter")!r}, {{"DATASET.ROOT": {data_root!r}, "OUTPUT_DIR": {str(tmp_path / "out")!r},
+                "TRAINER.NAME": "CLIP_Adapter", "SEED": 1}}, ["DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1",
+                "FEATURES.CACHE_DIR", {str(tmp_path / "cache")!r}])
+trainer = TRAINERS.get("CLIP_Adapter")(cfg).build()
+trainer.evaluate("test", quiet=True)
+seen = {{m: m in sys.modules for m in ("torchvision", "torch._dynamo")}}
+trainer.train()
+print(json.dumps(seen))
+"""
+    env = dict(os.environ, CLIP_ADAPTER_WEIGHTS=os.environ["CLIP_ADAPTER_WEIGHTS"])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    # the first build fills the cache (decoding images imports torchvision); a second process reads it
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torchvision": False, "torch._dynamo": False}

@@ -33,6 +33,38 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], optim_cfg) -> torch.op
     raise ConfigError(f"OPTIM.NAME must be one of {', '.join(OPTIMIZERS)}, got {optim_cfg.NAME!r}")
 
 
+class LazyOptimizer:
+    """``build_optimizer(params, optim_cfg)``, constructed when first used (any attribute: ``step``,
+    ``param_groups``, ``state_dict``...), then standing in for it.
+
+    Why: constructing a torch optimiser imports ``torch._dynamo`` (torch.optim wraps its methods in
+    ``torch._disable_dynamo``), about a second of start-up that a run which only evaluates never
+    needs. OPTIM.NAME and the parameters are checked here, so a bad config still fails before any work.
+    """
+
+    _OWN = ("_params", "_cfg", "_optimizer")
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], optim_cfg) -> None:
+        self._params = [p for p in params if p.requires_grad]
+        if not self._params:
+            raise ValueError("nothing to optimise: the model has no trainable parameters")
+        if optim_cfg.NAME.lower() not in OPTIMIZERS:
+            raise ConfigError(f"OPTIM.NAME must be one of {', '.join(OPTIMIZERS)}, got {optim_cfg.NAME!r}")
+        self._cfg = optim_cfg
+        self._optimizer = None
+
+    @property
+    def built(self) -> bool:
+        return self._optimizer is not None
+
+    def __getattr__(self, name: str):
+        if name in LazyOptimizer._OWN:  # not set yet (a copy being made): never build for these
+            raise AttributeError(name)
+        if self._optimizer is None:
+            self._optimizer = build_optimizer(self._params, self._cfg)
+        return getattr(self._optimizer, name)
+
+
 def lr_at_epoch(epoch: int, optim_cfg) -> float:
     """The learning rate of (0-based) ``epoch``, matching Dassl's warm-up wrappers.
 

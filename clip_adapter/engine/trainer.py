@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
 from clip_adapter.engine.denormals import flushed_denormals, subnormal_sweep_due, zero_subnormals
 from clip_adapter.engine.evaluator import MetricStream, log_metrics
-from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
+from clip_adapter.engine.optim import LazyOptimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.utils import atomic_write_json, select_device
@@ -51,7 +51,7 @@ class TrainerBase:
         self.device = select_device(cfg.USE_CUDA)
         self.output_dir = cfg.OUTPUT_DIR
         self._modules: "OrderedDict[str, nn.Module]" = OrderedDict()
-        self._optims: Dict[str, Optional[torch.optim.Optimizer]] = {}
+        self._optims: Dict[str, Optional[Union[LazyOptimizer, torch.optim.Optimizer]]] = {}
         self.start_epoch = 0
         self.epoch = 0
         self.best_val = -1.0
@@ -73,9 +73,9 @@ class TrainerBase:
         raise NotImplementedError
 
     def register_model(self, name: str, module: nn.Module, trainable: bool = True) -> None:
-        """Track a module for checkpoints; trainable ones get an optimiser from OPTIM.*."""
+        """Track a module for checkpoints; trainable ones get an optimiser from OPTIM.* (built on first use)."""
         self._modules[name] = module
-        self._optims[name] = build_optimizer(module.parameters(), self.cfg.OPTIM) if trainable else None
+        self._optims[name] = LazyOptimizer(module.parameters(), self.cfg.OPTIM) if trainable else None
 
     def trainable_modules(self) -> Dict[str, nn.Module]:
         return {k: m for k, m in self._modules.items() if self._optims.get(k) is not None}
