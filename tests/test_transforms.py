@@ -141,3 +141,22 @@ def test_transform_pickles_as_its_steps():
     clone = pickle.loads(pickle.dumps(tfm))
     assert clone._ops is None and clone.steps == tfm.steps
     assert torch.equal(clone(img, torch.Generator().manual_seed(3)), first)
+
+
+def test_batches_without_workers_are_made_on_one_thread(tmp_path):
+    """Decoding in this process between encoder passes: one intra-op thread while a batch is made
+    (as in a DataLoader worker), the caller's thread count before and after."""
+    items = write_items(tmp_path / "img", 4)
+    seen = []
+
+    def transform(img):
+        seen.append(torch.get_num_threads())
+        return torch.zeros(1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        batches = list(build_loader(items, transform, 2, shuffle=False))
+        assert len(batches) == 2 and seen == [1] * 4 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
