@@ -1,8 +1,9 @@
 """The trainer base class: epochs, optimisation, checkpoints, resume, evaluation, results.json.
 
 Subclasses register their trainable modules in ``build_model`` and implement ``train_batches``,
-``forward_backward`` and ``predict``; everything else (schedules, checkpoints in Dassl's layout,
-model selection on val, the result files) is shared. Constructing a trainer does nothing heavy:
+``forward_backward`` and ``predict_batches`` (logits chunk by chunk: evaluation streams them into a
+confusion matrix); everything else (schedules, checkpoints in Dassl's layout, model selection on
+val, the result files) is shared. Constructing a trainer does nothing heavy:
 ``build()`` reads data and loads models, so a trainer can be inspected without data on disk.
 """
 from __future__ import annotations
