@@ -425,14 +425,22 @@ def test_flush_mode_is_restored_when_training_fails(data_root, tmp_path):
     assert not flush_denormal_enabled()
 
 
-def test_flush_mode_covers_the_steps_never_the_image_encoder(data_root, tmp_path):
-    """Exact mode encodes images between steps: those passes run in the normal mode, so their features
-    are bit for bit what a cache fill computes; the steps run flushed."""
+def test_step_mode_covers_the_steps_never_the_image_encoder(data_root, tmp_path):
+    """Exact mode encodes images between steps: those passes run in the normal mode (flushing off, all
+    threads), so their features are bit for bit what a cache fill computes; CLIP-Adapter's steps run
+    flushed and on one thread (small operations, see TrainerBase.step_threads)."""
     trainer = build("CLIP_Adapter", data_root, tmp_path / "a", "OPTIM.MAX_EPOCH", "2", "FEATURES.MODE", "exact", shots=8)
     seen = {"encoder": [], "step": []}
     encode, step = trainer.encode_images, trainer.forward_backward
-    trainer.encode_images = lambda images: seen["encoder"].append(flush_denormal_enabled()) or encode(images)
-    trainer.forward_backward = lambda batch: seen["step"].append(flush_denormal_enabled()) or step(batch)
-    trainer.train()
-    assert seen["encoder"] and not any(seen["encoder"])
-    assert seen["step"] and all(seen["step"])
+    mode = lambda: (flush_denormal_enabled(), torch.get_num_threads())  # noqa: E731
+    trainer.encode_images = lambda images: seen["encoder"].append(mode()) or encode(images)
+    trainer.forward_backward = lambda batch: seen["step"].append(mode()) or step(batch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trainer.train()
+        assert seen["encoder"] and set(seen["encoder"]) == {(False, 2)}
+        assert seen["step"] and set(seen["step"]) == {(True, 1)}
+        assert mode() == (False, 2)
+    finally:
+        torch.set_num_threads(threads)

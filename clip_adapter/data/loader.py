@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from clip_adapter.data.datum import Datum
 from clip_adapter.data.splits import DOCTOR
 from clip_adapter.errors import DatasetError
+from clip_adapter.utils import intra_op_threads
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class _OneThreadBatches:
     Why: without workers the batches are decoded and transformed in this process, between encoder
     passes, with torch's full thread pool; on tensors of one image each operation then pays a
     parallel region, which on a busy machine costs 5 ms instead of 0.1 (a tenth of an RN50 cache
-    fill on two cores). DataLoader workers run on one thread for the same reason.
+    fill on two cores; see ``utils.intra_op_threads``). DataLoader workers run on one thread too.
     """
 
     def __init__(self, it) -> None:
@@ -76,14 +77,8 @@ class _OneThreadBatches:
         return self
 
     def __next__(self):
-        threads = torch.get_num_threads()
-        if threads == 1:
+        with intra_op_threads(1):
             return next(self.it)
-        torch.set_num_threads(1)
-        try:
-            return next(self.it)
-        finally:
-            torch.set_num_threads(threads)
 
 
 class ImageLoader(DataLoader):

@@ -25,7 +25,7 @@ from clip_adapter.engine.evaluator import MetricStream, log_metrics
 from clip_adapter.engine.optim import LazyOptimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
 from clip_adapter.errors import CheckpointError, ConfigError
-from clip_adapter.utils import atomic_write_json, select_device
+from clip_adapter.utils import atomic_write_json, intra_op_threads, select_device
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class TrainerBase:
     """Shared loop. ``needs_training = False`` trainers (zero-shot) go straight to evaluation."""
 
     needs_training: bool = True
+    #: intra-op threads for one training step on the CPU (0: torch's setting). 1 suits a step of many
+    #: small operations (an adapter on cached features), see ``utils.intra_op_threads``.
+    step_threads: int = 0
 
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:
@@ -134,7 +137,8 @@ class TrainerBase:
             self.set_mode(True)
             losses, n = 0.0, 0
             for i, batch in enumerate(self.train_batches(epoch)):
-                with flushed_denormals(self.device.type == "cpu"):  # the step only, never the image encoder
+                cpu = self.device.type == "cpu"
+                with flushed_denormals(cpu), intra_op_threads(self.step_threads if cpu else 0):  # the step only, never the image encoder
                     out = self.forward_backward(batch)
                 losses += out["loss"]
                 n += 1
