@@ -11,7 +11,9 @@ precision, cache format, torchvision/Pillow versions); inside it rows are keyed 
 an image reuses its row, and a modified or touched image gets a new row (only that image).
 What an augmented view looks like does not depend on where the data lives: its crop/flip seed comes
 from the image's path relative to DATASET.ROOT (``view_seed``), so the same data under another root
-trains on the same crops (only the cache rows, keyed by absolute path, are made anew).
+trains on the same crops (only the cache rows, keyed by absolute path, are made anew). Keys are
+stored as one UTF-8 JSON text (a uint8 array): fixed-width '<U' strings took four bytes per character
+of the longest key, more than the features themselves.
 
 Features are stored *raw* (the encoder's output before L2 normalisation, fp32): CLIP-Adapter's
 residual blend acts on raw features, and each consumer normalises where its method says so.
@@ -21,20 +23,26 @@ a temporary name and renamed (atomic), and carry a SHA-256 of their content (for
 the file name). A truncated, edited or misshapen file is detected, reported with one warning,
 deleted and re-encoded. Concurrency: a per-namespace file lock is held while encoding, so a
 second process waits, rescans and finds the work done instead of repeating it.
+
+Reads: indexing a namespace reads only the shards' keys; a shard's features are read and
+checksummed when first gathered, and kept in a per-process memo (keyed by path, size and mtime, so a
+replaced file is read again) up to ``SHARD_MEMO_BYTES``; shards this process wrote are never read back.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
+from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import PIL
 import torch
-import torchvision
 from filelock import FileLock, Timeout
 
 from clip_adapter.data.datum import Datum
@@ -47,18 +55,35 @@ log = logging.getLogger(__name__)
 
 # Bump when the file layout, the key or the view-seeding rule changes: old entries are then ignored.
 # 3: view seeds from the path relative to DATASET.ROOT (was: the absolute path).
-CACHE_FORMAT = 3
+# 4: keys as a UTF-8 JSON blob (2 and 3: fixed-width '<U' strings).
+CACHE_FORMAT = 4
+# Older formats whose deterministic-view (val/test, centre view) shards are converted instead of
+# re-encoded: their rows differ only in how keys are stored. Augmented views are never converted, so
+# a change of the view-seeding rule (format 3) can never carry stale crops over.
+CONVERTIBLE_FORMATS = (3, 2)
 # Rows per shard: bounds the memory of a pending write and of reading one shard back.
 SHARD_ROWS = 4096
+# Verified shards kept in memory per process (most recently used first out of budget).
+SHARD_MEMO_BYTES = 512 << 20
 
 
 def _major_minor(version: str) -> str:
     return ".".join(version.split("+")[0].split(".")[:2])
 
 
+def _torchvision_version() -> str:
+    """torchvision's version without importing it (its import costs about a second; a warm run needs none)."""
+    module = sys.modules.get("torchvision")
+    if module is not None:
+        return module.__version__
+    from importlib.metadata import version
+
+    return version("torchvision")
+
+
 # Decoding and resizing code can change pixels between releases (torchvision 0.17 changed the
 # antialias default), so features made with other versions are never mixed in.
-LIBRARY_TAG = f"torchvision={_major_minor(torchvision.__version__)};pillow={_major_minor(PIL.__version__)}"
+LIBRARY_TAG = f"torchvision={_major_minor(_torchvision_version())};pillow={_major_minor(PIL.__version__)}"
 
 
 def image_key(impath: str) -> str:
@@ -102,6 +127,24 @@ class ViewSeeds:
         return view_seed(self.paths[index], self.views[index], self.root)
 
 
+def encode_keys(keys: Sequence[str]) -> np.ndarray:
+    """Row keys as one UTF-8 JSON text in a uint8 array (any character a path may hold survives)."""
+    return np.frombuffer(json.dumps(list(keys), ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+
+
+def decode_keys(arr: np.ndarray) -> List[str]:
+    """The inverse of ``encode_keys``; ValueError when the array is not such a text."""
+    if arr.dtype != np.uint8 or arr.ndim != 1:
+        raise ValueError(f"keys stored as {arr.dtype} of shape {arr.shape}, expected a uint8 text")
+    try:
+        keys = json.loads(arr.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"keys are not a JSON text ({exc})") from None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError("keys are not a list of strings")
+    return keys
+
+
 # ------------------------------------------------------------------ verified .npz files
 def _checksum(arrays: Dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
@@ -112,20 +155,21 @@ def _checksum(arrays: Dict[str, np.ndarray]) -> str:
     return h.hexdigest()[:32]
 
 
-def save_verified(path: str, arrays: Dict[str, np.ndarray]) -> str:
-    """Write ``arrays`` plus their checksum atomically; returns the checksum."""
-    checksum = _checksum(arrays)
+def save_verified(path: str, arrays: Dict[str, np.ndarray], checksum: str = "") -> str:
+    """Write ``arrays`` plus their checksum (computed unless given) atomically; returns the checksum."""
+    checksum = checksum or _checksum(arrays)
     _atomic_replace(path, lambda f: np.savez(f, checksum=np.array(checksum), **arrays))
     return checksum
 
 
 def load_verified(
-    path: str, check: Callable[[Dict[str, np.ndarray]], str] = lambda a: "", expected: str = ""
+    path: str, check: Callable[[Dict[str, np.ndarray]], str] = lambda a: "", expected: str = "", trusted: bool = False
 ) -> Optional[Dict[str, np.ndarray]]:
     """Read a file written by ``save_verified``; None (after one warning, file deleted) when it is damaged.
 
     ``check(arrays)`` returns "" when the shapes are what the caller expects, else what is wrong;
-    ``expected`` is the checksum the file must carry (shards: the one in their name).
+    ``expected`` is the checksum the file must carry (shards: the one in their name). ``trusted``
+    skips recomputing the checksum (this process verified these very bytes before).
     """
     problem = ""
     arrays: Dict[str, np.ndarray] = {}
@@ -135,7 +179,7 @@ def load_verified(
         stored = str(arrays.pop("checksum", ""))
         if not stored:
             problem = "no checksum"
-        elif _checksum(arrays) != stored:
+        elif not trusted and _checksum(arrays) != stored:
             problem = "checksum mismatch"
         elif expected and stored != expected:
             problem = "content does not match the checksum in its name"
@@ -164,6 +208,61 @@ def _locked(lock_path: str, what: str) -> FileLock:
         log.info("Another process is encoding %s; waiting for it (lock %s)", what, lock_path)
         lock.acquire()
     return lock
+
+
+class _ShardMemo:
+    """Shards this process has verified: (keys, features) of the most recent ones within a byte
+    budget, and the identity of every verified file, so a shard is read and checksummed once.
+
+    Identity is (path, size, mtime_ns): a shard replaced or edited since is read and verified again.
+    """
+
+    def __init__(self) -> None:
+        self.rows: "OrderedDict[Tuple[str, int, int], Tuple[List[str], np.ndarray]]" = OrderedDict()
+        self.verified: set = set()
+        self.bytes = 0
+
+    @staticmethod
+    def identity(path: str) -> Optional[Tuple[str, int, int]]:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        return (path, st.st_size, st.st_mtime_ns)
+
+    def get(self, ident) -> Optional[Tuple[List[str], np.ndarray]]:
+        hit = self.rows.get(ident)
+        if hit is not None:
+            self.rows.move_to_end(ident)
+        return hit
+
+    def put(self, ident, keys: List[str], feats: np.ndarray) -> None:
+        self.verified.add(ident)
+        if ident in self.rows or feats.nbytes > SHARD_MEMO_BYTES:
+            return
+        self.rows[ident] = (keys, feats)
+        self.bytes += feats.nbytes
+        while self.bytes > SHARD_MEMO_BYTES:
+            _, (_, old) = self.rows.popitem(last=False)
+            self.bytes -= old.nbytes
+
+    def drop(self, path: str) -> None:
+        for ident in [i for i in self.rows if i[0] == path]:
+            self.bytes -= self.rows.pop(ident)[1].nbytes
+        self.verified = {i for i in self.verified if i[0] != path}
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.verified.clear()
+        self.bytes = 0
+
+
+_MEMO = _ShardMemo()
+
+
+def clear_shard_memo() -> None:
+    """Forget every shard read in this process (what a new process starts with)."""
+    _MEMO.clear()
 
 
 class FeatureCache:
@@ -201,39 +300,97 @@ class FeatureCache:
         self._shard_keys: Dict[str, List[str]] = {}
 
     # ------------------------------------------------------------ layout
+    def _folder(self, fmt: int, spec: str, view: Optional[int]) -> str:
+        ident = f"format={fmt}\n{self.encoder_id}\n{spec}\nview={view}\nprec={self.precision}\n{LIBRARY_TAG}"
+        return os.path.join(self.root, hashlib.sha256(ident.encode()).hexdigest()[:20])
+
     def namespace(self, spec: str, view: Optional[int]) -> str:
-        """The folder for one (encoder, transform, view, precision); created with a readable meta.json."""
-        ident = f"format={CACHE_FORMAT}\n{self.encoder_id}\n{spec}\nview={view}\nprec={self.precision}\n{LIBRARY_TAG}"
-        folder = os.path.join(self.root, hashlib.sha256(ident.encode()).hexdigest()[:20])
+        """The folder for one (encoder, transform, view, precision); created with a readable meta.json
+        (and, the first time, filled from the same namespace of an older cache format, see ``_adopt``)."""
+        folder = self._folder(CACHE_FORMAT, spec, view)
         meta = os.path.join(folder, "meta.json")
         if not os.path.isfile(meta):
             os.makedirs(folder, exist_ok=True)
-            atomic_write_json(meta, {
-                "format": CACHE_FORMAT, "encoder": self.encoder_id, "transform": spec, "view": view,
-                "precision": self.precision, "libraries": LIBRARY_TAG, "features": "raw (not L2-normalised), float32",
-            })
+            with _locked(os.path.join(folder, ".lock"), f"the conversion of {folder}"):
+                if not os.path.isfile(meta):
+                    self._adopt(folder, spec, view)
+                    atomic_write_json(meta, {
+                        "format": CACHE_FORMAT, "encoder": self.encoder_id, "transform": spec, "view": view,
+                        "precision": self.precision, "libraries": LIBRARY_TAG, "features": "raw (not L2-normalised), float32",
+                    })
         return folder
+
+    def _adopt(self, folder: str, spec: str, view: Optional[int]) -> None:
+        """A new namespace whose older-format twin exists: convert the deterministic view's shards
+        (same rows, keys stored anew), leave augmented views to be re-encoded; one log line either way."""
+        for fmt in CONVERTIBLE_FORMATS:
+            old = self._folder(fmt, spec, view)
+            shards = sorted(glob.glob(os.path.join(old, "shard-*.npz")))
+            if not shards:
+                continue
+            if view is not None:
+                log.info("Feature cache: %s holds view %d in cache format %d; augmented views are re-encoded in format %d "
+                         "(delete the old folder to free its space)", old, view, fmt, CACHE_FORMAT)
+                continue
+            t0, rows = time.time(), 0
+            for path in shards:
+                arrays = load_verified(path)
+                keys, feats = (arrays or {}).get("keys"), (arrays or {}).get("feats")
+                if keys is None or feats is None or keys.dtype.kind != "U" or feats.ndim != 2 or len(keys) != len(feats):
+                    continue  # damaged or foreign: those rows are simply encoded again
+                self._write_shard(folder, keys.tolist(), np.ascontiguousarray(feats, dtype=np.float32))
+                rows += len(keys)
+            log.info("Feature cache: converted %d row(s) of %s from cache format %d to %d in %.1fs (the old folder can be deleted)",
+                     rows, old, fmt, CACHE_FORMAT, time.time() - t0)
 
     def _check_shard(self, a: Dict[str, np.ndarray]) -> str:
         keys, feats = a.get("keys"), a.get("feats")
         if keys is None or feats is None or set(a) != {"keys", "feats"}:
             return f"members {sorted(a)}, expected keys and feats"
-        if feats.ndim != 2 or keys.ndim != 1 or len(keys) != len(feats) or feats.dtype != np.float32:
-            return f"shape keys{keys.shape} feats{feats.shape} {feats.dtype}"
+        if feats.ndim != 2 or feats.dtype != np.float32:
+            return f"features of shape {feats.shape} {feats.dtype}"
+        try:
+            n = len(decode_keys(keys))
+        except ValueError as exc:
+            return str(exc)
+        if n != len(feats):
+            return f"{n} keys for {len(feats)} rows"
         if self.dim is not None and feats.shape[1] != self.dim:
             return f"feature width {feats.shape[1]}, encoder gives {self.dim}"
         return ""
 
     def _read_shard(self, path: str) -> Optional[Tuple[List[str], np.ndarray]]:
-        arrays = load_verified(path, self._check_shard, expected=os.path.basename(path)[len("shard-") : -len(".npz")])
-        if arrays is None:
-            self._forget(path)
+        """A shard's (keys, features), verified once per process (``_MEMO``); None when it is damaged or gone."""
+        ident = _MEMO.identity(path)
+        hit = _MEMO.get(ident) if ident else None
+        if hit is None:
+            arrays = None
+            if ident is not None:
+                expected = os.path.basename(path)[len("shard-") : -len(".npz")]
+                arrays = load_verified(path, self._check_shard, expected=expected, trusted=ident in _MEMO.verified)
+            if arrays is None:
+                self._forget(path)
+                return None
+            hit = (decode_keys(arrays["keys"]), arrays["feats"])
+            _MEMO.put(ident, *hit)
+        self._shard_keys[path] = hit[0]
+        return hit
+
+    def _peek_keys(self, path: str) -> Optional[List[str]]:
+        """A shard's keys alone (indexing needs no features): from the memo, else only the keys member
+        is read, unverified (the gather that uses a row verifies the whole file); None when unreadable."""
+        ident = _MEMO.identity(path)
+        hit = _MEMO.get(ident) if ident else None
+        if hit is not None:
+            return hit[0]
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return decode_keys(z["keys"])
+        except Exception:  # damaged in any way: the full read says how, once
             return None
-        keys = arrays["keys"].tolist()
-        self._shard_keys[path] = keys
-        return keys, arrays["feats"]
 
     def _forget(self, path: str) -> None:
+        _MEMO.drop(path)
         self._shard_keys.pop(path, None)
         for index in self._index.values():
             for key in [k for k, (p, _) in index.items() if p == path]:
@@ -248,17 +405,25 @@ class FeatureCache:
             path = os.path.join(folder, name)
             if path in self._shard_keys:
                 continue
-            if self._read_shard(path) is None:
-                continue
-            for row, key in enumerate(self._shard_keys[path]):
+            keys = self._peek_keys(path)
+            if keys is None:
+                loaded = self._read_shard(path)
+                if loaded is None:
+                    continue
+                keys = loaded[0]
+            self._shard_keys[path] = keys
+            for row, key in enumerate(keys):
                 index.setdefault(key, (path, row))
         return index
 
     def _write_shard(self, folder: str, keys: List[str], feats: np.ndarray) -> None:
-        karr = np.array(keys)
+        karr = encode_keys(keys)
         checksum = _checksum({"keys": karr, "feats": feats})
         path = os.path.join(folder, f"shard-{checksum}.npz")
-        save_verified(path, {"keys": karr, "feats": feats})
+        save_verified(path, {"keys": karr, "feats": feats}, checksum)
+        ident = _MEMO.identity(path)
+        if ident is not None:
+            _MEMO.put(ident, list(keys), feats)
         self._shard_keys[path] = list(keys)
         index = self._index.setdefault(folder, {})
         for row, key in enumerate(keys):
@@ -304,7 +469,8 @@ class FeatureCache:
         """Encode ``items`` in batches and stream them to shards of at most SHARD_ROWS rows."""
         seed_for = ViewSeeds([d.impath for d in items], [view] * len(items), self.seed_root) if view is not None else None
         workers = self.num_workers if len(items) > self.batch_size else 0  # one batch: workers cost more than they save
-        loader = build_loader(items, transform, self.batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
+        loader = build_loader(items, transform, self.batch_size, shuffle=False, num_workers=workers, seed_for=seed_for,
+                              pin_memory=self.device.type == "cuda")
         label = desc or ("view %d" % view if view is not None else "deterministic view")
         buf_keys: List[str] = []
         buf: List[np.ndarray] = []

@@ -18,6 +18,7 @@ from PIL import Image
 
 from clip_adapter.config import setup_cfg
 from clip_adapter.engine.transfer import Origin, label_map
+from clip_adapter.features import decode_keys
 from clip_adapter.registry import DATASETS, TRAINERS
 from clip_adapter.utils import set_random_seed
 from conftest import REPO, trainer_cfg
@@ -245,7 +246,7 @@ def test_every_image_and_view_is_encoded_once(offline):
     for folder in (out / "feature_cache").iterdir():
         if folder.name == "text" or not folder.is_dir():
             continue
-        keys = [k for shard in folder.glob("shard-*.npz") for k in np.load(shard)["keys"].tolist()]
+        keys = [k for shard in folder.glob("shard-*.npz") for k in decode_keys(np.load(shard)["keys"])]
         assert len(keys) == len(set(keys)), folder
         rows += len(keys)
     assert rows > 0 and sum(rec["encoder_images"] for rec in found.values()) == rows

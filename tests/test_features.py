@@ -62,7 +62,9 @@ def images(tmp_path):
 
 
 def make_cache(root, tiny, precision="fp32", batch_size=4):
+    """A FeatureCache as a new process has it: nothing read yet (the per-process shard memo cleared)."""
     model, info = tiny
+    F.clear_shard_memo()
 
     def encode(x):
         with torch.inference_mode():
@@ -138,7 +140,7 @@ def test_shards_stream_to_disk_in_bounded_rows(tmp_path, tiny, images, monkeypat
     cache = make_cache(tmp_path / "cache", tiny, batch_size=2)
     feats = cache.features(images, build_transform(cfg, False), transform_spec(cfg, False))
     files = shards(tmp_path / "cache")
-    rows = [len(np.load(p, allow_pickle=False)["keys"]) for p in files]
+    rows = [len(F.decode_keys(np.load(p, allow_pickle=False)["keys"])) for p in files]
     assert sorted(rows) == [2, 4, 4]
     again = make_cache(tmp_path / "cache", tiny).features(images, build_transform(cfg, False), transform_spec(cfg, False))
     assert torch.equal(feats, again)
@@ -245,7 +247,7 @@ def test_damaged_shard_is_rebuilt_with_one_warning(tmp_path, tiny, images, monke
     tfm, spec = build_transform(cfg, False), transform_spec(cfg, False)
     good = make_cache(tmp_path / "cache", tiny, batch_size=2).features(images, tfm, spec)
     victim = shards(tmp_path / "cache")[0]
-    rows = len(np.load(victim, allow_pickle=False)["keys"])
+    rows = len(F.decode_keys(np.load(victim, allow_pickle=False)["keys"]))
     raw = open(victim, "rb").read()
     if damage == "truncate":
         open(victim, "wb").write(raw[: len(raw) // 2])
@@ -360,7 +362,7 @@ def test_two_processes_share_one_cache_without_corruption_or_duplicate_work(tmp_
     for path in shards(root):
         arrays = load_verified(path)
         assert arrays is not None
-        keys += arrays["keys"].tolist()
+        keys += F.decode_keys(arrays["keys"])
     assert len(keys) == len(set(keys)) == N_IMAGES
     assert not [f for _, _, files in os.walk(root) for f in files if f.endswith(".tmp")]
     cfg = tiny_cfg()
@@ -517,3 +519,86 @@ def test_same_data_under_another_root_trains_the_same(tmp_path, run_train, mode)
     states = [torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in ckpts]
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+# ------------------------------------------------------------- reads, layout, old formats
+def test_each_shard_is_read_and_verified_once_per_process(tmp_path, tiny, images, monkeypatch):
+    monkeypatch.setattr(F, "SHARD_ROWS", 4)
+    cfg = tiny_cfg()
+    tfm, spec = build_transform(cfg, False), transform_spec(cfg, False)
+    hashed, reads = [], []
+    checksum, load = F._checksum, F.load_verified
+    monkeypatch.setattr(F, "_checksum", lambda a: hashed.append(1) or checksum(a))
+    monkeypatch.setattr(F, "load_verified", lambda path, *a, **kw: reads.append(path) or load(path, *a, **kw))
+
+    cold = make_cache(tmp_path / "cache", tiny, batch_size=2)
+    first = cold.features(images, tfm, spec)
+    assert len(shards(tmp_path / "cache")) == 3
+    assert (len(hashed), reads) == (3, [])  # one checksum per written shard, nothing read back
+    # the same process, another trainer, the val set a subset of the test set: no file read again
+    again = FeatureCache(cold.root, cold.encoder_id, cold.encode, "cpu", "fp32", batch_size=2, dim=cold.dim)
+    assert torch.equal(again.features(images, tfm, spec), first) and torch.equal(again.features(images[:4], tfm, spec), first[:4])
+    assert (len(hashed), reads) == (3, [])
+
+    hashed.clear()
+    warm = make_cache(tmp_path / "cache", tiny)  # a new process
+    for _ in range(2):
+        assert torch.equal(warm.features(images, tfm, spec), first)
+    assert sorted(reads) == shards(tmp_path / "cache") and len(hashed) == 3
+    # a shard replaced on disk is read and verified again
+    victim = shards(tmp_path / "cache")[0]
+    st = os.stat(victim)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    other = FeatureCache(warm.root, warm.encoder_id, warm.encode, "cpu", "fp32", dim=warm.dim)
+    assert torch.equal(other.features(images, tfm, spec), first)
+    assert reads.count(victim) == 2 and len(hashed) == 4
+
+
+def test_keys_are_stored_compactly_as_utf8(tmp_path, tiny):
+    items = write_images(tmp_path / "ïmages-ü" / ("deep" * 20), n=4)
+    cfg = tiny_cfg()
+    make_cache(tmp_path / "cache", tiny).features(items, build_transform(cfg, False), transform_spec(cfg, False))
+    (path,) = shards(tmp_path / "cache")
+    with np.load(path, allow_pickle=False) as z:
+        keys, feats = z["keys"], z["feats"]
+    expected = [F.image_key(d.impath) for d in items]
+    assert keys.dtype == np.uint8 and F.decode_keys(keys) == expected
+    assert keys.nbytes < 1.1 * sum(len(k.encode()) for k in expected) < np.array(expected).nbytes / 3.5
+    with pytest.raises(ValueError, match="uint8"):
+        F.decode_keys(np.array(expected))
+
+
+def _as_old_format(cache, fmt, spec, view, feats, items):
+    """Write ``feats`` as the format-2 and format-3 caches did: one shard, keys as fixed-width '<U' strings."""
+    folder = cache._folder(fmt, spec, view)
+    os.makedirs(folder)
+    arrays = {"keys": np.array([F.image_key(d.impath) for d in items]), "feats": feats.numpy()}
+    F.save_verified(os.path.join(folder, f"shard-{F._checksum(arrays)}.npz"), arrays)
+    return folder
+
+
+@pytest.mark.parametrize("fmt", F.CONVERTIBLE_FORMATS)
+def test_older_cache_is_converted_for_fixed_views_and_re_encoded_for_augmented_ones(tmp_path, tiny, images, caplog, fmt):
+    cfg = tiny_cfg()
+    test_tfm, test_spec = build_transform(cfg, False), transform_spec(cfg, False)
+    train_tfm, train_spec = build_transform(cfg, True), transform_spec(cfg, True)
+    fresh = make_cache(tmp_path / "fresh", tiny)
+    test_feats, view_feats = fresh.features(images, test_tfm, test_spec), fresh.features(images, train_tfm, train_spec, 0)
+
+    cache = make_cache(tmp_path / "cache", tiny)
+    old_test = _as_old_format(cache, fmt, test_spec, None, test_feats, images)
+    old_view = _as_old_format(cache, fmt, train_spec, 0, view_feats, images)
+    caplog.set_level(logging.INFO, logger="clip_adapter.features")
+    assert torch.equal(cache.features(images, test_tfm, test_spec), test_feats)
+    assert cache.encoded_images == 0
+    assert torch.equal(cache.features(images, train_tfm, train_spec, 0), view_feats)
+    assert cache.encoded_images == N_IMAGES
+    lines = [r.getMessage() for r in caplog.records if f"cache format {fmt}" in r.getMessage()]
+    assert len(lines) == 2 and "converted 10 row(s)" in lines[0] and old_test in lines[0]
+    assert "re-encoded" in lines[1] and old_view in lines[1]
+    # once converted, the next process reads the current format alone and says nothing more
+    caplog.clear()
+    again = make_cache(tmp_path / "cache", tiny)
+    again.features(images, test_tfm, test_spec)
+    again.features(images, train_tfm, train_spec, 0)
+    assert again.encoded_images == 0 and not [r for r in caplog.records if f"format {fmt}" in r.getMessage()]

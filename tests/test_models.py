@@ -2,6 +2,9 @@
 text tower on embeddings, checkpoint contents."""
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 import torch
 
@@ -194,3 +197,41 @@ def test_trimmed_text_tower_equals_the_full_one(openai_tiny):
     torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
     torch.testing.assert_close(gb, ga, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(trim.encode_chunked(pl(), pl.tokenized_prompts, 1), a, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------ loading
+def test_loading_is_clip_load_without_the_clip_package_import(tmp_path):
+    """The OpenAI family builds the model clip.load builds (clip/model.py's classes, same weights) from that
+    file alone: neither torchvision nor the tokenizer is imported (a warm run needs neither), and a
+    later ``import clip`` is a normal import."""
+    import subprocess
+    import sys
+
+    code = r"""
+import inspect, json, sys, warnings
+import torch
+from clip_adapter.plugins import load_all
+from clip_adapter.backbones import BackboneSpec, load_backbone
+load_all(quiet=True)  # every trainer and dataset module, the feature cache, the transforms
+backbone = load_backbone(BackboneSpec("openai", "tiny"))
+model = backbone.model
+ok = {"torchvision": "torchvision" in sys.modules, "clip_package": "clip.clip" in sys.modules}
+warnings.simplefilter("ignore")
+import clip
+theirs, _ = clip.load(backbone.identity.path, device="cpu", jit=False)
+ok["same_class"] = inspect.getsourcefile(type(model)) == inspect.getsourcefile(clip.model.CLIP) and type(model).__name__ == "CLIP"
+ok["same_weights"] = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), theirs.float().state_dict().values()))
+ok["same_keys"] = list(model.state_dict()) == list(theirs.state_dict())
+print(json.dumps(ok))
+"""
+    env = dict(os.environ, CLIP_ADAPTER_WEIGHTS=str(tmp_path / "weights"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "torchvision": False, "clip_package": False, "same_class": True, "same_weights": True, "same_keys": True}
+
+
+def test_released_weights_table_is_read_from_the_package_source():
+    from clip_adapter.backbones.openai import _clip, published
+
+    assert published() == _clip().clip._MODELS

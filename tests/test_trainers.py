@@ -10,6 +10,7 @@ import torch
 
 from clip_adapter.plugins import load_all as register_all
 from clip_adapter.config import get_cfg_default, setup_cfg
+from clip_adapter.engine.denormals import flush_denormal_enabled
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.registry import TRAINERS
 from clip_adapter.utils import set_random_seed
@@ -325,6 +326,34 @@ def test_search_refuses_a_validation_split_that_is_the_test_set(data_root, tmp_p
 
 
 @pytest.mark.slow
+def test_val_that_is_the_test_split_is_scored_once(data_root, tmp_path, monkeypatch):
+    """ImageNet's val is its test set: the end of a run reads and scores those images once, and the
+    streamed metrics equal the ones of the whole logits matrix."""
+    from clip_adapter.engine.evaluator import classification_metrics
+
+    trainer = build("CLIP_Adapter", data_root, tmp_path / "a", "DATALOADER.TEST.BATCH_SIZE", "7", "OPTIM.MAX_EPOCH", "2")
+    trainer.train()
+    ds = trainer.dm.dataset
+    ds.val, ds.val_is_test = ds.test, True
+    scored, gathered = [], []
+    predict_batches, gather = trainer.predict_batches, trainer.cache._gather
+    monkeypatch.setattr(trainer, "predict_batches", lambda split: scored.append(split) or predict_batches(split))
+    monkeypatch.setattr(trainer.cache, "_gather", lambda folder, keys: gathered.append(len(keys)) or gather(folder, keys))
+    test, val = trainer.final_metrics(with_val=True)
+    assert scored == ["test"] and gathered == [len(ds.test)]
+    assert val["accuracy"] == test["accuracy"] and val["macro_f1"] == test["macro_f1"]
+    whole = classification_metrics(*trainer.predict("test"), ds.classnames, per_class=bool(trainer.cfg.TEST.PER_CLASS_RESULT))
+    assert test == whole
+    # a val split of its own is scored on its own
+    other = build("CLIP_Adapter", data_root, tmp_path / "b")
+    scored.clear()
+    predict_batches = other.predict_batches
+    monkeypatch.setattr(other, "predict_batches", lambda split: scored.append(split) or predict_batches(split))
+    other.final_metrics(with_val=True)
+    assert scored == ["val", "test"]
+
+
+@pytest.mark.slow
 def test_linear_probe_follows_coops_search_on_val(data_root, tmp_path, monkeypatch):
     out = tmp_path / "lp"
     trainer = build("LinearProbeCLIP", data_root, out, "TRAINER.LINEAR_PROBE.C_GRID", "[100.0, 0.01, 1e-06]", "TRAINER.LINEAR_PROBE.SEARCH_STEPS", "2")
@@ -407,3 +436,81 @@ def test_backbone_configs_share_one_alpha_table():
         tables.append(dict(cfg.TRAINER.CLIP_ADAPTER.RATIO_TABLE))
     assert all(t == tables[0] for t in tables)
     assert {"ImageNet", "Caltech101", "DescribableTextures", "EuroSAT", "DEFAULT"} <= set(tables[0])
+
+
+# ------------------------------------------------------------------- subnormal floats
+def subnormal_entries(trainer):
+    return sum(int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum()) for t in trainer.training_state() if t.is_floating_point())
+
+
+def run_with_dead_units(data_root, out, monkeypatch=None):
+    """CLIP-Adapter whose first 8 hidden units start dead with subnormal weights, as weight decay
+    leaves them after tens of thousands of steps (a 200-epoch ImageNet-size run); 40 steps on."""
+    trainer = build("CLIP_Adapter", data_root, out, "OPTIM.MAX_EPOCH", "20", "OPTIM.WEIGHT_DECAY", "5e-4", shots=8)
+    fc = trainer.visual_adapter.fc
+    with torch.no_grad():
+        fc[0].weight[:8] = torch.linspace(-3e-39, 3e-39, fc[0].weight[:8].numel()).view(8, -1)
+        fc[2].weight[:, :8] = 0.0  # nothing downstream: only weight decay moves those weights
+    assert subnormal_entries(trainer) > 0
+    modes = []
+    step = trainer.forward_backward
+
+    def recording(batch):
+        modes.append(flush_denormal_enabled())
+        return step(batch)
+
+    trainer.forward_backward = recording
+    trainer.train()
+    return trainer, modes
+
+
+def test_cpu_training_carries_no_subnormal_floats_and_restores_the_flush_mode(data_root, tmp_path, monkeypatch):
+    """The mechanism, asserted (timing-free): without the two measures subnormal weights/momentum
+    persist to the end of the run; with them none is left, and the CPU mode is restored after."""
+    import clip_adapter.engine.trainer as engine
+
+    with monkeypatch.context() as m:  # neither measure: the slow state is really reached
+        m.setattr(torch, "set_flush_denormal", lambda on: False)
+        m.setattr(engine, "zero_subnormals", lambda tensors: 0)
+        control, modes = run_with_dead_units(data_root, tmp_path / "control")
+        assert subnormal_entries(control) > 0 and not any(modes)
+
+    assert not flush_denormal_enabled()
+    trainer, modes = run_with_dead_units(data_root, tmp_path / "flushed")
+    assert subnormal_entries(trainer) == 0
+    assert modes and all(modes) and not flush_denormal_enabled()
+    # the weights that matter trained the same way (only values below 1.2e-38 differ)
+    torch.testing.assert_close(trainer.visual_adapter.fc[0].weight[8:], control.visual_adapter.fc[0].weight[8:], rtol=1e-5, atol=1e-6)
+
+
+def test_flush_mode_is_restored_when_training_fails(data_root, tmp_path):
+    trainer = build("CLIP_Adapter", data_root, tmp_path / "a", "OPTIM.MAX_EPOCH", "2")
+
+    def boom(batch):
+        raise RuntimeError("boom")
+
+    trainer.forward_backward = boom
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.train()
+    assert not flush_denormal_enabled()
+
+
+def test_step_mode_covers_the_steps_never_the_image_encoder(data_root, tmp_path):
+    """Exact mode encodes images between steps: those passes run in the normal mode (flushing off, all
+    threads), so their features are bit for bit what a cache fill computes; CLIP-Adapter's steps run
+    flushed and on one thread (small operations, see TrainerBase.step_threads)."""
+    trainer = build("CLIP_Adapter", data_root, tmp_path / "a", "OPTIM.MAX_EPOCH", "2", "FEATURES.MODE", "exact", shots=8)
+    seen = {"encoder": [], "step": []}
+    encode, step = trainer.encode_images, trainer.forward_backward
+    mode = lambda: (flush_denormal_enabled(), torch.get_num_threads())  # noqa: E731
+    trainer.encode_images = lambda images: seen["encoder"].append(mode()) or encode(images)
+    trainer.forward_backward = lambda batch: seen["step"].append(mode()) or step(batch)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        trainer.train()
+        assert seen["encoder"] and set(seen["encoder"]) == {(False, 2)}
+        assert seen["step"] and set(seen["step"]) == {(True, 1)}
+        assert mode() == (False, 2)
+    finally:
+        torch.set_num_threads(threads)

@@ -94,6 +94,7 @@ class CLIP_Adapter(ClipTrainer):  # noqa: N801 - the registered name CoOp-style 
     """CLIP-Adapter over cached frozen features (TRAINER.CLIP_ADAPTER.{TYPE, RATIO, REDUCTION, PREC})."""
 
     prec_node = "CLIP_ADAPTER"
+    step_threads = 1  # a step is a few small matrix products on cached features (see TrainerBase)
 
     @classmethod
     def config_defaults(cls) -> Dict[str, CN]:

@@ -53,6 +53,7 @@ from yacs.config import CfgNode as CN
 
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name
 from clip_adapter.engine.clip_trainer import ClipTrainer
+from clip_adapter.engine.optim import set_up_optimizer
 from clip_adapter.engine.selection import accuracy, linear_grid
 from clip_adapter.errors import ConfigError
 from clip_adapter.registry import TRAINERS
@@ -253,11 +254,12 @@ class TipAdapterF(TipAdapter):
     fine_tune = True
 
     def make_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer:
-        opt = super().make_optimizer(name, module)
-        if isinstance(opt, torch.optim.AdamW):
-            for group in opt.param_groups:
-                group["eps"] = ADAMW_EPS
-        return opt
+        def reference_eps(opt: torch.optim.Optimizer) -> None:
+            if isinstance(opt, torch.optim.AdamW):
+                for group in opt.param_groups:
+                    group["eps"] = ADAMW_EPS
+
+        return set_up_optimizer(super().make_optimizer(name, module), reference_eps)
 
     def train(self) -> None:
         if self.start_epoch == 0 and not bool(self.tip.ready):

@@ -1,10 +1,16 @@
-"""OpenAI's CLIP through the ``clip`` package's own loader (``clip.load``): ``MODEL.BACKBONE.FAMILY openai``.
+"""OpenAI's CLIP through the ``clip`` package's own model code, as ``clip.load`` loads it: ``MODEL.BACKBONE.FAMILY openai``.
 
 Weights: a name OpenAI published (``RN50``, ``ViT-B/16``, ...; downloaded by the clip package, or
 found in the weights folder under the file name of its URL), a file path (``MODEL.BACKBONE.WEIGHTS``,
 or ``MODEL.BACKBONE.NAME`` as before), or ``tiny``: a small ``clip.model.CLIP`` with random weights
 created deterministically once, saved as a state dict and then loaded through exactly the same
-``clip.load`` call as real weights, so the offline demo and the tests exercise the real loading path.
+loading path as real weights, so the offline demo and the tests exercise the real loading path.
+
+Loading runs the package's own ``clip/model.py`` (the architecture, ``build_model``) and ``clip.load``'s
+steps for ``jit=False`` (a TorchScript archive's state dict, else a plain state dict), but not the
+package's ``__init__``: that imports torchvision, which pulls in torch's compiler stack (about a
+second), and builds the BPE tokenizer, neither of which a run on cached features needs. The package
+is imported in full where its tokenizer or downloader is used.
 
 OpenAI's URLs embed each file's sha256, so a file given by path whose checksum is one of them is
 named as those weights (``RN50``), shares their feature cache and their table rows.
@@ -14,8 +20,11 @@ Everything that knows the clip package's internals (``_MODELS``, ``_download``, 
 """
 from __future__ import annotations
 
+import ast
+import importlib.util
 import logging
 import os
+import sys
 import urllib.error
 import warnings
 from functools import lru_cache
@@ -77,9 +86,57 @@ def _clip():
     return clip
 
 
+def _clip_package_dir() -> str:
+    spec = importlib.util.find_spec("clip")  # locates the package without running its __init__
+    if spec is None or not spec.origin:
+        raise ConfigError("the openai clip package is not installed: pip install clip-anytorch")
+    return os.path.dirname(spec.origin)
+
+
+_MODEL_MODULE = "clip_adapter.backbones._clip_model"
+
+
+def clip_model_module():
+    """The openai package's ``clip/model.py`` (CLIP's architecture, ``build_model``, ``convert_weights``):
+    ``clip.model`` itself once the package is imported, else that file run on its own under a private
+    name (so a later ``import clip`` still builds its package normally)."""
+    for name in ("clip.model", _MODEL_MODULE):
+        if name in sys.modules:
+            return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(_MODEL_MODULE, os.path.join(_clip_package_dir(), "model.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[_MODEL_MODULE] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[_MODEL_MODULE]
+        raise
+    return module
+
+
+@lru_cache(maxsize=1)
 def published() -> Dict[str, str]:
-    """Name -> download URL of every model OpenAI published (the clip package's table)."""
+    """Name -> download URL of every model OpenAI published: the clip package's ``_MODELS`` table, read
+    from its source without running it (the imported table when the source cannot be parsed)."""
+    try:
+        with open(os.path.join(_clip_package_dir(), "clip.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_MODELS" for t in node.targets):
+                return dict(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError):
+        pass
     return dict(getattr(_clip().clip, "_MODELS", {}))
+
+
+def _build_from_file(path: str):
+    """``clip.load(path, device="cpu", jit=False)``'s model: the state dict of a TorchScript archive
+    (the released files) or of a plain state-dict file, through ``clip.model.build_model``, in fp32."""
+    try:
+        state = torch.jit.load(path, map_location="cpu").eval().state_dict()
+    except RuntimeError:
+        state = torch.load(path, map_location="cpu")
+    return clip_model_module().build_model(state).float()
 
 
 @lru_cache(maxsize=1)
@@ -97,10 +154,9 @@ def ensure_tiny_weights(cache_dir: str) -> str:
     path = tiny_weights_path(cache_dir)
     if os.path.isfile(path):
         return path
-    clip = _clip()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(20211009)
-        model = clip.model.CLIP(**TINY_ARCH)
+        model = clip_model_module().CLIP(**TINY_ARCH)
     state = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
     atomic_torch_save(state, path)
     log.info("Created the tiny random CLIP (offline pipeline check, accuracies mean nothing) at %s", path)
@@ -186,15 +242,13 @@ class OpenAIBackbone(Backbone):
         fix = (f"delete it and run again to download it (from {url})" if url else
                "pass an OpenAI-format CLIP checkpoint (for open_clip checkpoints set MODEL.BACKBONE.FAMILY open_clip)")
         check_file(path, fix)
-        clip = _clip()
         try:
             with warnings.catch_warnings():
-                # clip.load first tries the file as a TorchScript archive; torch warns that jit is deprecated.
+                # the file is first tried as a TorchScript archive; torch warns that jit is deprecated.
                 warnings.simplefilter("ignore", FutureWarning)
-                model, _ = clip.load(path, device="cpu", jit=False)
+                model = _build_from_file(path)
         except Exception as exc:  # noqa: BLE001 - any failure to read the file is the file's problem
             raise load_failure(path, "an OpenAI CLIP model", exc, fix) from None
-        model = model.float()
         res, width = int(model.visual.input_resolution), int(model.text_projection.shape[1])
         if not identity.arch:
             arch = describe_arch(model)
@@ -203,7 +257,7 @@ class OpenAIBackbone(Backbone):
                                    "set MODEL.BACKBONE.NAME to the file's architecture or pass the right file")
             identity = BackboneIdentity(identity.family, expected or arch, identity.weights, identity.sha256, identity.path)
         if precision == "fp16" and torch.device(device).type == "cuda":
-            clip.model.convert_weights(model)
+            clip_model_module().convert_weights(model)
         model = model.to(device)
         backbone = cls(
             model,
@@ -251,7 +305,7 @@ class OpenAIBackbone(Backbone):
         want = torch.float16 if precision == "fp16" else torch.float32
         if visual.conv1.weight.dtype != want:
             if want == torch.float16:
-                _clip().model.convert_weights(visual)  # CLIP's own half precision (conv/linear/attention weights)
+                clip_model_module().convert_weights(visual)  # CLIP's own half precision (conv/linear/attention weights)
             else:
                 visual.float()
 

@@ -146,7 +146,7 @@ class ClipTrainer(TrainerBase):
         t0 = time.perf_counter()
         # FEATURES.PREC amp (CUDA only, see resolve_precision): fp32 weights, fp16 autocast for the pass.
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.feature_precision == "amp"):
-            feats = self.backbone.encode_image(images.to(self.device)).float()
+            feats = self.backbone.encode_image(images.to(self.device, non_blocking=True)).float()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.encoder_stats["images"] += int(images.shape[0])
@@ -179,6 +179,8 @@ class ClipTrainer(TrainerBase):
         Cached mode reads/fills the cache; exact mode encodes now (once per trainer, as the paper's
         code evaluates once).
         """
+        if split == "val" and self.val_same_as_test():
+            return self.split_features("test")  # the same images (ImageNet's val is its test set): gathered once
         if split not in self._split_feats:
             items = getattr(self.dm.dataset, "train_x" if split == "train" else split)
             labels = torch.tensor([d.label for d in items], dtype=torch.long)
@@ -198,7 +200,8 @@ class ClipTrainer(TrainerBase):
         if any(v is not None for v in views):
             seed_for = ViewSeeds([d.impath for d in items], views, self.cfg.DATASET.ROOT)
         workers = int(self.cfg.DATALOADER.NUM_WORKERS) if len(items) > batch_size else 0
-        loader = build_loader(items, transform, batch_size, shuffle=False, num_workers=workers, seed_for=seed_for)
+        loader = build_loader(items, transform, batch_size, shuffle=False, num_workers=workers, seed_for=seed_for,
+                              pin_memory=self.device.type == "cuda")
         for batch in loader:
             yield batch["img"], batch["index"].tolist()
 
@@ -321,24 +324,19 @@ class ClipTrainer(TrainerBase):
             items = getattr(self.dm.dataset, "train_x" if split == "train" else split)
             labels = torch.tensor([d.label for d in items], dtype=torch.long)
             for images, pos in self.image_stream(items, [None] * len(items), self.tfm_test, bs):
-                yield images.to(self.device), labels[pos]
+                yield images.to(self.device, non_blocking=True), labels[pos]
             return
         feats, labels = self.split_features(split)
         for i in range(0, len(feats), bs):
             yield feats[i : i + bs].to(self.device), labels[i : i + bs]
 
     @torch.no_grad()
-    def predict(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(logits, labels) of every image of a split, in order: the one evaluation path of every
+    def predict_batches(self, split: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, labels) of a split chunk by chunk, in order: the one evaluation path of every
         trainer. The class text side is computed once, then ``logits`` runs batch by batch."""
         self._frozen_text = self.class_text_features()
-        out, labels = [], []
         try:
             for inputs, y in self.eval_batches(split):
-                out.append(self.logits(inputs).float().cpu())
-                labels.append(y)
+                yield self.logits(inputs).float(), y
         finally:
             self._frozen_text = None
-        if not out:
-            return torch.empty(0, len(self.classnames)), torch.empty(0, dtype=torch.long)
-        return torch.cat(out), torch.cat(labels)

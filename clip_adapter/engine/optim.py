@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -31,6 +31,62 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], optim_cfg) -> torch.op
     if name == "adamw":
         return torch.optim.AdamW(params, lr=optim_cfg.LR, weight_decay=optim_cfg.WEIGHT_DECAY, betas=(optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2))
     raise ConfigError(f"OPTIM.NAME must be one of {', '.join(OPTIMIZERS)}, got {optim_cfg.NAME!r}")
+
+
+class LazyOptimizer:
+    """``build_optimizer(params, optim_cfg)``, constructed when first used (any attribute: ``step``,
+    ``param_groups``, ``state_dict``...), then standing in for it.
+
+    Why: constructing a torch optimiser imports ``torch._dynamo`` (torch.optim wraps its methods in
+    ``torch._disable_dynamo``), about a second of start-up that a run which only evaluates never
+    needs. OPTIM.NAME and the parameters are checked here, so a bad config still fails before any work.
+    """
+
+    _OWN = ("_params", "_cfg", "_optimizer", "_setups")
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], optim_cfg) -> None:
+        self._params = [p for p in params if p.requires_grad]
+        if not self._params:
+            raise ValueError("nothing to optimise: the model has no trainable parameters")
+        if optim_cfg.NAME.lower() not in OPTIMIZERS:
+            raise ConfigError(f"OPTIM.NAME must be one of {', '.join(OPTIMIZERS)}, got {optim_cfg.NAME!r}")
+        self._cfg = optim_cfg
+        self._optimizer = None
+        self._setups: list = []
+
+    @property
+    def built(self) -> bool:
+        return self._optimizer is not None
+
+    def when_built(self, setup: Callable[[torch.optim.Optimizer], None]) -> "LazyOptimizer":
+        """Run ``setup(optimizer)`` on the torch optimiser as soon as it exists (now, if it does)."""
+        if self._optimizer is not None:
+            setup(self._optimizer)
+        else:
+            self._setups.append(setup)
+        return self
+
+    def build(self) -> torch.optim.Optimizer:
+        """The torch optimiser itself, constructed (and set up) on the first call."""
+        if self._optimizer is None:
+            optimizer = build_optimizer(self._params, self._cfg)
+            for setup in self._setups:
+                setup(optimizer)
+            self._optimizer = optimizer
+        return self._optimizer
+
+    def __getattr__(self, name: str):
+        if name in LazyOptimizer._OWN:  # not set yet (a copy being made): never build for these
+            raise AttributeError(name)
+        return getattr(self.build(), name)
+
+
+def set_up_optimizer(optimizer, setup: Callable[[torch.optim.Optimizer], None]):
+    """Apply ``setup`` to an optimiser, lazy (when it is built) or not (now); returns ``optimizer``."""
+    if isinstance(optimizer, LazyOptimizer):
+        return optimizer.when_built(setup)
+    setup(optimizer)
+    return optimizer
 
 
 def lr_at_epoch(epoch: int, optim_cfg) -> float:

@@ -1,8 +1,9 @@
 """The trainer base class: epochs, optimisation, checkpoints, resume, evaluation, results.json.
 
 Subclasses register their trainable modules in ``build_model`` and implement ``train_batches``,
-``forward_backward`` and ``predict``; everything else (schedules, checkpoints in Dassl's layout,
-model selection on val, the result files) is shared. Constructing a trainer does nothing heavy:
+``forward_backward`` and ``predict_batches`` (logits chunk by chunk: evaluation streams them into a
+confusion matrix); everything else (schedules, checkpoints in Dassl's layout, model selection on
+val, the result files) is shared. Constructing a trainer does nothing heavy:
 ``build()`` reads data and loads models, so a trainer can be inspected without data on disk.
 """
 from __future__ import annotations
@@ -12,20 +13,21 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from clip_adapter.data.manager import DataManager
 from clip_adapter.engine.checkpoint import BEST_NAME, epoch_name, find_model_file, latest_checkpoint, load_checkpoint, save_checkpoint
-from clip_adapter.engine.evaluator import classification_metrics, log_metrics
-from clip_adapter.engine.optim import build_optimizer, lr_at_epoch, set_lr
 from clip_adapter.engine import selection
+from clip_adapter.engine.denormals import flushed_denormals, subnormal_sweep_due, zero_subnormals
+from clip_adapter.engine.evaluator import MetricStream, log_metrics
+from clip_adapter.engine.optim import LazyOptimizer, lr_at_epoch, set_lr
 from clip_adapter.engine.transfer import ORIGIN_KEY, ClassSpace, origin_record
 from clip_adapter.errors import CheckpointError, ConfigError
 from clip_adapter.progress import progress
-from clip_adapter.utils import atomic_write_json, select_device
+from clip_adapter.utils import atomic_write_json, intra_op_threads, select_device
 
 if TYPE_CHECKING:
     from yacs.config import CfgNode as CN
@@ -78,6 +80,10 @@ class TrainerBase:
         the defaults when the class registers, and by ``clip_adapter.dassl.extend_cfg``."""
         return {}
 
+    #: intra-op threads for one training step on the CPU (0: torch's setting). 1 suits a step of many
+    #: small operations (an adapter on cached features), see ``utils.intra_op_threads``.
+    step_threads: int = 0
+
     @classmethod
     def transfer_blocker(cls, cfg) -> Optional[str]:
         """Why this trainer's learned weights cannot classify other classes than they were trained on;
@@ -117,7 +123,7 @@ class TrainerBase:
         self.device = select_device(cfg.USE_CUDA)
         self.output_dir = cfg.OUTPUT_DIR
         self._modules: "OrderedDict[str, nn.Module]" = OrderedDict()
-        self._optims: Dict[str, Optional[torch.optim.Optimizer]] = {}
+        self._optims: Dict[str, Optional[Union[LazyOptimizer, torch.optim.Optimizer]]] = {}
         self.start_epoch = 0
         self.epoch = 0
         self.best_val = -1.0
@@ -149,16 +155,18 @@ class TrainerBase:
         self._optims[name] = self.make_optimizer(name, module) if trainable else None
 
     def make_optimizer(self, name: str, module: nn.Module) -> torch.optim.Optimizer:
-        """The optimiser of a trainable module, from OPTIM.*; another engine (Dassl) supplies its own."""
-        return build_optimizer(module.parameters(), self.cfg.OPTIM)
+        """The optimiser of a trainable module, from OPTIM.* and built on first use (``LazyOptimizer``:
+        an evaluation-only run never imports torch's compiler stack); another engine (Dassl) supplies its own."""
+        return LazyOptimizer(module.parameters(), self.cfg.OPTIM)
 
     def models(self) -> Dict[str, nn.Module]:
         """Every registered module by name (trainable or not), in registration order."""
         return dict(self._modules)
 
     def optimizer(self, name: str) -> Optional[torch.optim.Optimizer]:
-        """The optimiser of a registered module (None for a frozen one)."""
-        return self._optims.get(name)
+        """The torch optimiser of a registered module (None for a frozen one); a lazy one is built here."""
+        opt = self._optims.get(name)
+        return opt.build() if isinstance(opt, LazyOptimizer) else opt
 
     def trainable_modules(self) -> Dict[str, nn.Module]:
         return {k: m for k, m in self._modules.items() if self._optims.get(k) is not None}
@@ -208,8 +216,16 @@ class TrainerBase:
         for name, module in self._modules.items():
             module.train(train and self._optims.get(name) is not None)
 
+    def training_state(self) -> Iterator[torch.Tensor]:
+        """The tensors that carry over from step to step: trainable weights and optimiser buffers."""
+        for name, module in self.trainable_modules().items():
+            yield from module.parameters()
+            for state in self._optims[name].state.values():
+                yield from (v for v in state.values() if torch.is_tensor(v))
+
     def train(self) -> None:
-        """Run epochs [start_epoch, MAX_EPOCH), saving a resumable checkpoint after each."""
+        """Run epochs [start_epoch, MAX_EPOCH), saving a resumable checkpoint after each (on the CPU
+        without subnormal floats, see ``engine/denormals.py``)."""
         max_epoch = int(self.cfg.OPTIM.MAX_EPOCH)
         if not self.uses_training_data or not self.trainable_modules():
             return
@@ -239,11 +255,15 @@ class TrainerBase:
             self.set_mode(True)
             losses, n = 0.0, 0
             for i, batch in enumerate(self.train_batches(epoch)):
-                out = self.forward_backward(batch)
+                cpu = self.device.type == "cpu"
+                with flushed_denormals(cpu), intra_op_threads(self.step_threads if cpu else 0):  # the step only, never the image encoder
+                    out = self.forward_backward(batch)
                 losses += out["loss"]
                 n += 1
                 if self.cfg.TRAIN.PRINT_FREQ > 0 and (i + 1) % self.cfg.TRAIN.PRINT_FREQ == 0:
                     log.debug("epoch [%d/%d] batch %d loss %.4f lr %.3e", epoch + 1, max_epoch, i + 1, out["loss"], lr)
+            if self.device.type == "cpu" and subnormal_sweep_due(epoch, n, max_epoch):
+                zero_subnormals(self.training_state())  # before after_epoch saves: a resumed run continues the same state
             mean_loss = losses / max(n, 1)
             self.history.append({"epoch": epoch + 1, "loss": mean_loss, "lr": lr})
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
@@ -433,18 +453,52 @@ class TrainerBase:
         return {}
 
     # ------------------------------------------------------------- evaluate
-    def predict(self, split: str) -> tuple:  # pragma: no cover - abstract
-        """(logits, labels) for every item of a split, in order."""
+    def predict_batches(self, split: str) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:  # pragma: no cover - abstract
+        """(logits, labels) of a split chunk by chunk, in order (logits may stay on the device)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, split: str = "test", quiet: bool = False) -> Dict:
+    def predict(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(logits [N, C] on the CPU, labels) of a whole split; evaluation streams ``predict_batches`` instead."""
         self.set_mode(False)
-        logits, labels = self.predict(split)
-        if self.class_space is not None:  # scores over the training classes -> the mapped subset's
-            logits = logits[:, self.class_space.columns]
-        metrics = classification_metrics(logits, labels, self.dm.dataset.classnames, per_class=self.cfg.TEST.PER_CLASS_RESULT and not quiet)
+        chunks = [(logits.float().cpu(), labels) for logits, labels in self.predict_batches(split)]
+        if not chunks:
+            return torch.empty(0, len(getattr(self, "classnames", self.dm.dataset.classnames))), torch.empty(0, dtype=torch.long)
+        return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+
+    @torch.no_grad()
+    def score(self, split: str, per_class: bool = False) -> Dict:
+        """A split's metrics, streamed: memory stays one chunk of logits whatever images x classes is."""
+        self.set_mode(False)
+        stream = MetricStream(len(self.dm.dataset.classnames))
+        for logits, labels in self.predict_batches(split):
+            if self.class_space is not None:  # scores over the training classes -> the mapped subset's
+                logits = logits[:, self.class_space.columns]
+            stream.update(logits, labels)
+        return stream.result(self.dm.dataset.classnames, per_class)
+
+    def evaluate(self, split: str = "test", quiet: bool = False) -> Dict:
+        metrics = self.score(split, per_class=bool(self.cfg.TEST.PER_CLASS_RESULT) and not quiet)
         if not quiet:
             log.info("Evaluate on the *%s* set", split)
             log_metrics(metrics, split)
         return metrics
+
+    def val_same_as_test(self) -> bool:
+        """Whether val holds exactly the test split's images (ImageNet: CoOp's val is its test set)."""
+        ds = self.dm.dataset
+        return len(ds.val) == len(ds.test) and all(a.impath == b.impath and a.label == b.label for a, b in zip(ds.val, ds.test))
+
+    def final_metrics(self, with_val: bool) -> Tuple[Dict, Optional[Dict]]:
+        """The end of a run: test metrics (logged as Dassl prints them) and, with ``with_val``, val
+        metrics (their accuracy logged). When val is the test split it is scored once and serves both."""
+        shared = with_val and self.val_same_as_test()
+        val = self.evaluate("val", quiet=True) if with_val and not shared else None
+        test = self.score("test", per_class=bool(self.cfg.TEST.PER_CLASS_RESULT))
+        if shared:
+            val = {k: v for k, v in test.items() if k != "per_class_accuracy"}
+        if val is not None:
+            log.info("val accuracy: %.2f%%%s", val["accuracy"], " (val is the test split: scored once)" if shared else "")
+        log.info("Evaluate on the *test* set")
+        log_metrics(test, "test")
+        return test, val

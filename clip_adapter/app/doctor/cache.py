@@ -33,7 +33,10 @@ def check_feature_cache(cache_dir: str) -> Tuple[List[List[str]], List[Finding]]
         if expected and stored != expected:
             return "content does not match the checksum in its name", None
         keys = arrays.get("keys")
-        return "", (keys.tolist() if keys is not None else [])
+        try:
+            return "", (F.decode_keys(keys) if keys is not None else [])
+        except ValueError as exc:
+            return f"unreadable keys ({exc})", None
 
     for entry in sorted(os.listdir(cache_dir)):
         folder = os.path.join(cache_dir, entry)
