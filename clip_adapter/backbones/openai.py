@@ -21,6 +21,7 @@ Everything that knows the clip package's internals (``_MODELS``, ``_download``, 
 from __future__ import annotations
 
 import ast
+import importlib.abc
 import importlib.util
 import logging
 import os
@@ -93,24 +94,49 @@ def _clip_package_dir() -> str:
     return os.path.dirname(spec.origin)
 
 
-_MODEL_MODULE = "clip_adapter.backbones._clip_model"
+class _BindModelOnImport(importlib.abc.MetaPathFinder):
+    """Finds the ``clip`` package as usual and, once its ``__init__`` has run, binds ``clip.model``
+    to the module already in ``sys.modules`` (an import that finds a submodule there does not bind
+    it on the package, so ``import clip; clip.model`` would fail). Removes itself on first use."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "clip":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("clip")
+        if spec is None or spec.loader is None:
+            return spec
+        run_init = spec.loader.exec_module
+
+        def exec_module(module) -> None:
+            run_init(module)
+            if "clip.model" in sys.modules and "model" not in vars(module):
+                module.model = sys.modules["clip.model"]
+
+        spec.loader.exec_module = exec_module  # this spec's own loader instance
+        return spec
 
 
 def clip_model_module():
-    """The openai package's ``clip/model.py`` (CLIP's architecture, ``build_model``, ``convert_weights``):
-    ``clip.model`` itself once the package is imported, else that file run on its own under a private
-    name (so a later ``import clip`` still builds its package normally)."""
-    for name in ("clip.model", _MODEL_MODULE):
-        if name in sys.modules:
-            return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(_MODEL_MODULE, os.path.join(_clip_package_dir(), "model.py"))
+    """The openai package's ``clip/model.py`` (CLIP's architecture, ``build_model``, ``convert_weights``)
+    as ``clip.model``, without running the package's ``__init__``.
+
+    The file is registered under its own name, ``clip.model``, so a later ``import clip`` (for the
+    tokenizer, a download, or the user's own code) finds it there and uses it: there is only ever
+    one ``CLIP`` and one ``VisionTransformer`` class, whichever was imported first, and ``clip.model``
+    is bound on the package as a normal import binds it (``_BindModelOnImport``)."""
+    if "clip.model" in sys.modules:
+        return sys.modules["clip.model"]
+    spec = importlib.util.spec_from_file_location("clip.model", os.path.join(_clip_package_dir(), "model.py"))
     module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODEL_MODULE] = module
+    sys.modules["clip.model"] = module
     try:
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[_MODEL_MODULE]
+        del sys.modules["clip.model"]
         raise
+    if "clip" not in sys.modules:
+        sys.meta_path.insert(0, _BindModelOnImport())
     return module
 
 

@@ -51,11 +51,8 @@ class OwnEngine:
                 log.info("Nothing to resume in %s: starting from scratch", resume_dir)
             trainer.train()
 
-        val_metrics = None
-        if not request.eval_only and len(trainer.dm.dataset.val) > 0 and learned:
-            val_metrics = trainer.evaluate("val", quiet=True)
-            log.info("val accuracy: %.2f%%", val_metrics["accuracy"])
-        metrics = trainer.evaluate("test")
+        with_val = not request.eval_only and len(trainer.dm.dataset.val) > 0 and learned
+        metrics, val_metrics = trainer.final_metrics(with_val)  # val that is the test split: scored once
         # a trainer that takes images never reads the feature cache, whatever FEATURES.MODE says
         mode = "images" if trainer_cls.input_kind == "images" else ""
         return RunOutcome(trainer, metrics, val_metrics, transfer, features_mode=mode)

@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from clip_adapter.errors import ConfigError
-from clip_adapter.backbones.openai import _clip
+from clip_adapter.backbones.openai import clip_model_module
 from clip_adapter.models.prompt_learner import PromptLearner
 
 
 def require_prompt_vit(clip_model, who: str = "MaPLe") -> None:
     """Refuse (one line) a model whose image tower is not OpenAI CLIP's VisionTransformer."""
-    vit = getattr(_clip().model, "VisionTransformer")
+    vit = clip_model_module().VisionTransformer
     if not isinstance(getattr(clip_model, "visual", None), vit):
         kind = type(getattr(clip_model, "visual", None)).__name__
         raise ConfigError(f"{who} puts prompts inside the image encoder, which needs an OpenAI CLIP ViT (ViT-B/16, ViT-B/32, ...); "
