@@ -52,6 +52,8 @@ from clip_adapter.data.loader import build_loader  # noqa: E402
 from clip_adapter.data.transforms import build_transform, transform_spec  # noqa: E402
 from clip_adapter.features import FeatureCache, ViewSeeds  # noqa: E402
 from clip_adapter.backbones import BackboneSpec, load_backbone  # noqa: E402
+from clip_adapter.backbones.preprocess import resolve_input  # noqa: E402
+from clip_adapter.plugins import load_all  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINER_CFG = os.path.join(REPO, "configs", "trainers", "CLIP_Adapter", "rn50.yaml")
@@ -167,6 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
+    load_all(quiet=True)  # the trainers' config nodes (rn50.yaml sets TRAINER.CLIP_ADAPTER)
     defaults = setup_cfg("", TRAINER_CFG, {}, [])
     n = args.images or (1024 if cuda else 32)
     batch = args.batch_size or (int(get_cfg_default().FEATURES.BATCH_SIZE) if cuda else 16)
@@ -182,8 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     backbone.set_image_precision(prec)
     encode = make_encoder(backbone, device)
     items = write_jpegs(os.path.join(work, f"jpeg{args.image_size}"), n, args.image_size)
-    tfm_test, tfm_train = build_transform(defaults, is_train=False), build_transform(defaults, is_train=True)
-    spec_test, spec_train = transform_spec(defaults, is_train=False), transform_spec(defaults, is_train=True)
+    pixels, _ = resolve_input(defaults, backbone.preprocess, backbone.identity.label)  # as a trainer resolves them
+    tfm_test, tfm_train = build_transform(defaults, False, pixels), build_transform(defaults, True, pixels)
+    spec_test, spec_train = transform_spec(defaults, False, pixels), transform_spec(defaults, True, pixels)
 
     print(f"machine: {os.cpu_count()} CPU cores visible, torch {torch.__version__} with {torch.get_num_threads()} threads, "
           f"device {device}{' (' + torch.cuda.get_device_name(device) + ')' if cuda else ''}, load average {os.getloadavg()[0]:.2f} at start")

@@ -138,7 +138,7 @@ cfg = setup_cfg({SMOKE_DS!r}, {trainer_cfg("CLIP_Adapter")!r}, {{"DATASET.ROOT":
                 "FEATURES.CACHE_DIR", {str(tmp_path / "cache")!r}])
 trainer = TRAINERS.get("CLIP_Adapter")(cfg).build()
 trainer.evaluate("test", quiet=True)
-seen = {{m: m in sys.modules for m in ("torchvision", "torch._dynamo")}}
+seen = {{m: m in sys.modules for m in ("torchvision", "torch._dynamo", "clip.clip")}}
 trainer.train()
 print(json.dumps(seen))
 """
@@ -148,4 +148,4 @@ print(json.dumps(seen))
     # the first build fills the cache (decoding images imports torchvision); a second process reads it
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torchvision": False, "torch._dynamo": False}
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"torchvision": False, "torch._dynamo": False, "clip.clip": False}
