@@ -436,7 +436,10 @@ class Replay:
         subset = json.loads(fewshot.read_text())
         subset["train"][0][0] = "train/apple/apple_old.png"
         fewshot.write_text(json.dumps(subset, indent=2))
-        shard = sorted((self.work / "output" / "feature_cache").rglob("shard-*.npz"))[0]
+        # the largest shard of the first cache folder: shard names hash their keys, which hold the images'
+        # mtimes, so "the first shard" by name would be a different one in each replay
+        first = sorted(p for p in (self.work / "output" / "feature_cache").iterdir() if p.is_dir() and p.name != "text")[0]
+        shard = max(first.glob("shard-*.npz"), key=lambda p: p.stat().st_size)
         shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
         rc, out, _ = run_tool("doctor", args, self.work)
         _, fixed, _ = run_tool("doctor", args + ["--fix"], self.work)
