@@ -281,6 +281,13 @@ def test_maple_refuses_resnets_and_impossible_depths():
         MultiModalPromptLearner(small_clip(), CLASSES, depth=4)
     with pytest.raises(ConfigError, match="PROMPT_DEPTH must be in 1..2"):
         MultiModalPromptLearner(small_clip(vision_layers=2), CLASSES, depth=0)
+    model = small_clip()  # three layers: at most two deep prompts per tower
+    pl = MultiModalPromptLearner(model, CLASSES, n_ctx=2, ctx_init="", depth=3)
+    prompts, shallow, deep_text, deep_vision = pl()
+    with pytest.raises(ValueError, match="3 deep prompts for a text tower of 3 layers"):
+        PromptTextEncoder(model)(prompts, pl.tokenized_prompts, deep=[*deep_text, deep_text[0]])
+    with pytest.raises(ValueError, match="3 deep prompts for a vision tower of 3 layers"):
+        vision_tower_deep(model.visual, torch.randn(1, 3, 32, 32), shallow, [*deep_vision, deep_vision[0]])
 
 
 def test_images_trainer_gets_the_planned_crops_and_evaluates_through_its_tower(data_root, tmp_path):

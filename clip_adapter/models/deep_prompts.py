@@ -29,7 +29,7 @@ from torch import nn
 
 from clip_adapter.errors import ConfigError
 from clip_adapter.backbones.openai import clip_model_module
-from clip_adapter.models.prompt_learner import PromptLearner
+from clip_adapter.models.prompt_learner import PromptLearner, blocks_with_deep_prompts
 
 
 def require_prompt_vit(clip_model, who: str = "MaPLe") -> None:
@@ -59,14 +59,7 @@ def vision_tower_deep(visual, images: torch.Tensor, shallow: torch.Tensor = None
     if shallow is not None:
         x = torch.cat([x, shallow.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
     x = visual.ln_pre(x).permute(1, 0, 2)  # NLD -> LND
-    blocks = list(visual.transformer.resblocks)
-    if len(deep) >= len(blocks):
-        raise ValueError(f"{len(deep)} deep prompts for a vision tower of {len(blocks)} layers (at most {len(blocks) - 1})")
-    for i, block in enumerate(blocks):
-        if 1 <= i <= len(deep):
-            p = deep[i - 1].to(x.dtype)
-            x = torch.cat([x[: x.shape[0] - p.shape[0]], p.unsqueeze(1).expand(-1, x.shape[1], -1)])
-        x = block(x)
+    x = blocks_with_deep_prompts(visual.transformer.resblocks, x, deep, None, "vision")
     x = visual.ln_post(x.permute(1, 0, 2)[:, 0, :])
     return x @ visual.proj if visual.proj is not None else x
 

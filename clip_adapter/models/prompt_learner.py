@@ -215,6 +215,22 @@ class ConditionalPromptLearner(PromptLearner):
         return self.assemble(ctx.unsqueeze(0) + shift[:, None, None, :])
 
 
+def blocks_with_deep_prompts(blocks, x: torch.Tensor, deep: Sequence[torch.Tensor], start: Optional[int], tower: str) -> torch.Tensor:
+    """``x`` ([L, N, W], sequence-first) through CLIP's residual ``blocks``, with the rows
+    ``start .. start + n`` replaced by ``deep[i - 1]`` ([n, W]) before block i (1 <= i <= len(deep)),
+    as MaPLe's towers do; ``start`` None: the last n rows (the vision prompts follow the patches)."""
+    blocks = list(blocks)
+    if len(deep) >= len(blocks):
+        raise ValueError(f"{len(deep)} deep prompts for a {tower} tower of {len(blocks)} layers (at most {len(blocks) - 1})")
+    for i, block in enumerate(blocks):
+        if 1 <= i <= len(deep):
+            p = deep[i - 1].to(x.dtype)
+            at = x.shape[0] - p.shape[0] if start is None else start
+            x = torch.cat([x[:at], p.unsqueeze(1).expand(-1, x.shape[1], -1), x[at + p.shape[0] :]])
+        x = block(x)
+    return x
+
+
 class PromptTextEncoder(nn.Module):
     """The backbone's text tower applied to prompt *embeddings* (what ``encode_text`` does after its
     lookup), with the model's own attention mask, positional embedding, pooling and projection.
@@ -255,14 +271,7 @@ class PromptTextEncoder(nn.Module):
         if not deep:
             x = m.transformer(x)
         else:
-            blocks = list(m.transformer.resblocks)
-            if len(deep) >= len(blocks):
-                raise ValueError(f"{len(deep)} deep prompts for a text tower of {len(blocks)} layers (at most {len(blocks) - 1})")
-            for i, block in enumerate(blocks):
-                if 1 <= i <= len(deep):
-                    p = deep[i - 1].to(x.dtype)
-                    x = torch.cat([x[:start], p.unsqueeze(1).expand(-1, x.shape[1], -1), x[start + p.shape[0] :]])
-                x = block(x)
+            x = blocks_with_deep_prompts(m.transformer.resblocks, x, deep, start, "text")
         x = x.permute(1, 0, 2)
         x = m.ln_final(x).type(self.dtype)
         eot = tokenized_prompts.argmax(dim=-1)  # the EOS token has the largest id
